@@ -71,6 +71,7 @@ struct tube {
 
 struct session {
     void *ctx;
+    struct session *sprev, *snext; /* every open session, for engine_free() */
     struct tube *use;
     struct watch *watch;       /* watched tubes, in beanstalkd's order */
     size_t nwatch, capwatch;
@@ -109,6 +110,7 @@ struct engine {
     uint64_t waiting_ct, total_jobs, timeout_ct;
     uint64_t op_ct[OP_COUNT];
     uint64_t sessions, total_sessions, producers, workers;
+    struct session *shead;     /* open sessions */
 
     struct kv *kv;             /* scratch for OK replies */
     size_t capkv;
@@ -672,6 +674,10 @@ struct session *engine_session_open(struct engine *e, void *ctx, uint64_t now)
     s->use = e->default_tube;
     tube_ref(s->use);
     s->use->using_ct++;
+    s->snext = e->shead;
+    if (e->shead)
+        e->shead->sprev = s;
+    e->shead = s;
     e->sessions++;
     e->total_sessions++;
     return s;
@@ -708,6 +714,12 @@ void engine_session_close(struct engine *e, struct session *s, uint64_t now)
         s->watch[i].tube->watching_ct--;
         tube_unref(e, s->watch[i].tube);
     }
+    if (s->sprev)
+        s->sprev->snext = s->snext;
+    else
+        e->shead = s->snext;
+    if (s->snext)
+        s->snext->sprev = s->sprev;
     e->sessions--;
     if (s->producer)
         e->producers--;
@@ -766,6 +778,12 @@ void engine_free(struct engine *e)
 {
     if (!e)
         return;
+    while (e->shead) {
+        struct session *s = e->shead;
+        e->shead = s->snext;
+        free(s->watch);
+        free(s);
+    }
     for (size_t i = 0; e->jtab && i < e->jcap; i++)
         free(e->jtab[i]);
     for (size_t i = 0; i < e->ntubes; i++) {

@@ -1,0 +1,1010 @@
+/* test_engine.c -- the engine as a pure state machine: every command, every
+ * state transition and every timer, driven by a fake clock. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/engine/engine.h"
+
+#define S ENGINE_NS
+
+static struct engine *E;
+static uint64_t NOW;
+
+/* What the hooks saw. */
+struct delivery {
+    struct session *s;
+    enum rcode code;
+    uint64_t id;
+};
+static struct delivery DL[256];
+static size_t NDL;
+static enum rec_type RECS[1024];
+static uint64_t REC_IDS[1024];
+static size_t NREC;
+
+static void on_deliver(void *ctx, struct session *s, const struct reply *r)
+{
+    (void)ctx;
+    cr_assert_lt(NDL, 256);
+    DL[NDL++] = (struct delivery){s, r->code, r->id};
+}
+
+static void on_record(void *ctx, const struct rec *r)
+{
+    (void)ctx;
+    if (NREC < 1024) {
+        RECS[NREC] = r->type;
+        REC_IDS[NREC] = r->id;
+        NREC++;
+    }
+}
+
+static void on_info(void *ctx, struct engine_info *in)
+{
+    (void)ctx;
+    in->pid = 42;
+    in->version = "1.13";
+    in->id = "0123456789abcdef";
+    in->hostname = "host";
+    in->os = "os";
+    in->platform = "x86_64";
+}
+
+static void setup(void)
+{
+    NOW = 1000 * S;
+    NDL = NREC = 0;
+    struct engine_config cfg = {.max_job_size = 65535};
+    struct engine_hooks h = {.deliver = on_deliver, .record = on_record, .info = on_info};
+    E = engine_new(&cfg, &h, NOW);
+    cr_assert_not_null(E);
+}
+
+static void teardown(void) { engine_free(E); }
+
+TestSuite(engine, .init = setup, .fini = teardown, .timeout = 10);
+
+static struct session *sess(void)
+{
+    struct session *s = engine_session_open(E, NULL, NOW);
+    cr_assert_not_null(s);
+    return s;
+}
+
+static struct reply run(struct session *s, struct cmd c)
+{
+    struct reply r;
+    engine_exec(E, s, &c, NOW, &r);
+    return r;
+}
+
+static struct reply put3(struct session *s, uint32_t pri, uint32_t delay, uint32_t ttr,
+                         const char *body)
+{
+    return run(s, (struct cmd){.op = OP_PUT, .pri = pri, .delay = delay, .ttr = ttr,
+                               .body = body, .body_len = strlen(body)});
+}
+
+static uint64_t put(struct session *s, uint32_t pri, const char *body)
+{
+    struct reply r = put3(s, pri, 0, 60, body);
+    cr_assert_eq(r.code, R_INSERTED);
+    return r.id;
+}
+
+static struct reply op(struct session *s, enum op o) { return run(s, (struct cmd){.op = o}); }
+
+static struct reply byid(struct session *s, enum op o, uint64_t id)
+{
+    return run(s, (struct cmd){.op = o, .id = id});
+}
+
+static struct reply named(struct session *s, enum op o, const char *name)
+{
+    return run(s, (struct cmd){.op = o, .name = name, .name_len = strlen(name)});
+}
+
+static struct reply rwt(struct session *s, int64_t timeout)
+{
+    return run(s, (struct cmd){.op = OP_RESERVE_TIMEOUT, .timeout = timeout});
+}
+
+static void tick(uint64_t ns)
+{
+    NOW += ns;
+    engine_tick(E, NOW);
+}
+
+/* The value of key in an OK reply, as text. */
+static const char *kv_get(const struct reply *r, const char *key)
+{
+    static char buf[256];
+    cr_assert_eq(r->code, R_OK);
+    for (size_t i = 0; i < r->nkv; i++) {
+        const struct kv *k = &r->kv[i];
+        if (!k->key || strcmp(k->key, key) != 0)
+            continue;
+        switch (k->type) {
+        case KV_U64: snprintf(buf, sizeof buf, "%llu", (unsigned long long)k->v.u); break;
+        case KV_I64: snprintf(buf, sizeof buf, "%lld", (long long)k->v.i); break;
+        case KV_BOOL: snprintf(buf, sizeof buf, "%s", k->v.b ? "true" : "false"); break;
+        default: snprintf(buf, sizeof buf, "%.*s", (int)k->n, k->s); break;
+        }
+        return buf;
+    }
+    cr_assert_fail("no key %s", key);
+    return NULL;
+}
+
+static const char *job_stat(struct session *s, uint64_t id, const char *key)
+{
+    struct reply r = byid(s, OP_STATS_JOB, id);
+    return kv_get(&r, key);
+}
+
+static const char *tube_stat(struct session *s, const char *tube, const char *key)
+{
+    struct reply r = named(s, OP_STATS_TUBE, tube);
+    return kv_get(&r, key);
+}
+
+static const char *stat(struct session *s, const char *key)
+{
+    struct reply r = op(s, OP_STATS);
+    return kv_get(&r, key);
+}
+
+/* ---- put and reserve ---------------------------------------------------- */
+
+Test(engine, put_returns_increasing_ids_and_logs_the_job)
+{
+    struct session *s = sess();
+    cr_assert_eq(put(s, 0, "a"), 1);
+    cr_assert_eq(put(s, 0, "b"), 2);
+    cr_assert_eq(NREC, 2);
+    cr_assert_eq(RECS[0], REC_PUT);
+    cr_assert_eq(REC_IDS[1], 2);
+    cr_assert_eq(engine_job_count(E), 2);
+}
+
+Test(engine, reserve_takes_lowest_priority_then_oldest)
+{
+    struct session *s = sess();
+    uint64_t a = put(s, 10, "a"), b = put(s, 5, "b"), c = put(s, 5, "c");
+    struct reply r = op(s, OP_RESERVE);
+    cr_assert_eq(r.code, R_RESERVED);
+    cr_assert_eq(r.id, b);
+    cr_assert_eq(r.body_len, 1);
+    cr_assert_eq(r.body[0], 'b');
+    cr_assert_eq(op(s, OP_RESERVE).id, c);
+    cr_assert_eq(op(s, OP_RESERVE).id, a);
+}
+
+Test(engine, put_body_is_copied_and_binary_safe)
+{
+    struct session *s = sess();
+    char body[] = {'x', 0, '\r', '\n', 'y'};
+    struct reply r = run(s, (struct cmd){.op = OP_PUT, .ttr = 1, .body = body, .body_len = 5});
+    body[0] = 'z';
+    r = byid(s, OP_PEEK, r.id);
+    cr_assert_eq(r.code, R_FOUND);
+    cr_assert_eq(r.body_len, 5);
+    cr_assert_eq(memcmp(r.body, "x\0\r\ny", 5), 0);
+    cr_assert_eq(memcmp(r.body + 5, "\r\n", 2), 0, "the body is stored with its CRLF");
+}
+
+Test(engine, empty_body_is_allowed)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 0, "");
+    struct reply r = op(s, OP_RESERVE);
+    cr_assert_eq(r.id, id);
+    cr_assert_eq(r.body_len, 0);
+}
+
+Test(engine, reserve_picks_best_head_across_watched_tubes_only)
+{
+    struct session *p = sess(), *w = sess();
+    named(p, OP_USE, "a");
+    put(p, 50, "a1");
+    named(p, OP_USE, "b");
+    uint64_t b1 = put(p, 7, "b1");
+    named(p, OP_USE, "c");
+    put(p, 1, "c1"); /* best overall, but not watched */
+    named(w, OP_WATCH, "a");
+    named(w, OP_WATCH, "b");
+    named(w, OP_IGNORE, "default");
+    cr_assert_eq(op(w, OP_RESERVE).id, b1);
+}
+
+Test(engine, reserve_waits_and_a_put_wakes_the_waiter)
+{
+    struct session *p = sess(), *w = sess();
+    cr_assert_eq(op(w, OP_RESERVE).code, R_NONE);
+    cr_assert(engine_session_waiting(w));
+    cr_assert_str_eq(stat(p, "current-waiting"), "1");
+    cr_assert_str_eq(tube_stat(p, "default", "current-waiting"), "1");
+    uint64_t id = put(p, 0, "x");
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].s, w);
+    cr_assert_eq(DL[0].code, R_RESERVED);
+    cr_assert_eq(DL[0].id, id);
+    cr_assert_not(engine_session_waiting(w));
+    cr_assert_str_eq(stat(p, "current-waiting"), "0");
+    cr_assert_str_eq(job_stat(p, id, "state"), "reserved");
+}
+
+Test(engine, waiters_are_served_first_come_first_served)
+{
+    struct session *p = sess(), *w1 = sess(), *w2 = sess();
+    op(w1, OP_RESERVE);
+    op(w2, OP_RESERVE);
+    put(p, 0, "1");
+    put(p, 0, "2");
+    cr_assert_eq(NDL, 2);
+    cr_assert_eq(DL[0].s, w1);
+    cr_assert_eq(DL[1].s, w2);
+}
+
+Test(engine, a_waiter_on_several_tubes_is_woken_by_any_of_them_once)
+{
+    struct session *p = sess(), *w = sess();
+    named(w, OP_WATCH, "x");
+    op(w, OP_RESERVE);
+    named(p, OP_USE, "x");
+    put(p, 0, "1");
+    put(p, 0, "2");
+    cr_assert_eq(NDL, 1);
+    cr_assert_str_eq(tube_stat(p, "x", "current-jobs-ready"), "1");
+    cr_assert_str_eq(tube_stat(p, "default", "current-waiting"), "0");
+}
+
+Test(engine, reserve_with_timeout_zero_answers_at_once)
+{
+    struct session *s = sess();
+    cr_assert_eq(rwt(s, 0).code, R_TIMED_OUT);
+    uint64_t id = put(s, 0, "x");
+    struct reply r = rwt(s, 0);
+    cr_assert_eq(r.code, R_RESERVED);
+    cr_assert_eq(r.id, id);
+}
+
+Test(engine, reserve_with_timeout_times_out_on_tick)
+{
+    struct session *s = sess();
+    cr_assert_eq(rwt(s, 2).code, R_NONE);
+    cr_assert_eq(engine_next_wakeup(E), NOW + 2 * S);
+    tick(S);
+    cr_assert_eq(NDL, 0);
+    tick(S);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].code, R_TIMED_OUT);
+    cr_assert_not(engine_session_waiting(s));
+    cr_assert_eq(engine_next_wakeup(E), UINT64_MAX);
+}
+
+Test(engine, negative_timeout_waits_forever)
+{
+    struct session *s = sess();
+    cr_assert_eq(rwt(s, -1).code, R_NONE);
+    cr_assert_eq(engine_next_wakeup(E), UINT64_MAX);
+}
+
+Test(engine, hangup_of_a_waiting_session_answers_timed_out)
+{
+    struct session *s = sess();
+    op(s, OP_RESERVE);
+    engine_session_hangup(E, s, NOW);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].code, R_TIMED_OUT);
+    engine_session_hangup(E, s, NOW);
+    cr_assert_eq(NDL, 1, "a session that does not wait gets nothing");
+}
+
+/* ---- delays and TTR ----------------------------------------------------- */
+
+Test(engine, delayed_job_becomes_ready_at_its_deadline)
+{
+    struct session *s = sess();
+    struct reply r = put3(s, 0, 5, 60, "d");
+    cr_assert_eq(r.code, R_INSERTED);
+    uint64_t id = r.id;
+    cr_assert_str_eq(job_stat(s, id, "state"), "delayed");
+    cr_assert_str_eq(job_stat(s, id, "delay"), "5");
+    cr_assert_str_eq(job_stat(s, id, "time-left"), "5");
+    cr_assert_eq(byid(s, OP_PEEK_DELAYED, 0).id, id);
+    cr_assert_eq(rwt(s, 0).code, R_TIMED_OUT);
+    cr_assert_eq(engine_next_wakeup(E), NOW + 5 * S);
+    tick(5 * S);
+    cr_assert_str_eq(job_stat(s, id, "state"), "ready");
+    cr_assert_eq(op(s, OP_PEEK_DELAYED).code, R_NOT_FOUND);
+    cr_assert_eq(op(s, OP_RESERVE).id, id);
+}
+
+Test(engine, delayed_job_wakes_a_waiter_when_ready)
+{
+    struct session *s = sess(), *w = sess();
+    uint64_t id = put3(s, 0, 1, 60, "d").id;
+    op(w, OP_RESERVE);
+    tick(S);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].id, id);
+}
+
+Test(engine, ready_order_of_a_formerly_delayed_job_uses_its_id)
+{
+    struct session *s = sess();
+    uint64_t d = put3(s, 0, 1, 60, "d").id;
+    uint64_t r = put(s, 0, "r");
+    tick(S);
+    cr_assert_eq(op(s, OP_RESERVE).id, d);
+    cr_assert_eq(op(s, OP_RESERVE).id, r);
+}
+
+Test(engine, peek_delayed_returns_the_soonest)
+{
+    struct session *s = sess();
+    put3(s, 0, 9, 60, "late");
+    uint64_t soon = put3(s, 0, 3, 60, "soon").id;
+    cr_assert_eq(op(s, OP_PEEK_DELAYED).id, soon);
+}
+
+Test(engine, ttr_expiry_returns_job_to_ready_and_counts_a_timeout)
+{
+    struct session *p = sess(), *w = sess();
+    uint64_t id = put3(p, 0, 0, 2, "t").id;
+    cr_assert_eq(op(w, OP_RESERVE).id, id);
+    cr_assert_str_eq(job_stat(p, id, "time-left"), "2");
+    NREC = 0;
+    tick(2 * S);
+    cr_assert_str_eq(job_stat(p, id, "state"), "ready");
+    cr_assert_str_eq(job_stat(p, id, "timeouts"), "1");
+    cr_assert_str_eq(job_stat(p, id, "reserves"), "1");
+    cr_assert_str_eq(stat(p, "job-timeouts"), "1");
+    cr_assert_eq(NREC, 1);
+    cr_assert_eq(RECS[0], REC_TIMEOUT);
+    cr_assert_eq(run(w, (struct cmd){.op = OP_RELEASE, .id = id}).code, R_NOT_FOUND,
+                 "the old owner lost it");
+}
+
+Test(engine, ttr_zero_becomes_one_second)
+{
+    struct session *s = sess();
+    uint64_t id = put3(s, 0, 0, 0, "t").id;
+    cr_assert_str_eq(job_stat(s, id, "ttr"), "1");
+}
+
+Test(engine, touch_restarts_the_ttr)
+{
+    struct session *s = sess();
+    uint64_t id = put3(s, 0, 0, 10, "t").id;
+    op(s, OP_RESERVE);
+    tick(8 * S);
+    cr_assert_eq(byid(s, OP_TOUCH, id).code, R_TOUCHED);
+    tick(8 * S);
+    cr_assert_str_eq(job_stat(s, id, "state"), "reserved");
+    tick(2 * S);
+    cr_assert_str_eq(job_stat(s, id, "state"), "ready");
+    cr_assert_eq(byid(s, OP_TOUCH, id).code, R_NOT_FOUND);
+}
+
+Test(engine, touch_of_another_sessions_job_is_not_found)
+{
+    struct session *a = sess(), *b = sess();
+    uint64_t id = put(a, 0, "t");
+    op(a, OP_RESERVE);
+    cr_assert_eq(byid(b, OP_TOUCH, id).code, R_NOT_FOUND);
+    cr_assert_eq(byid(b, OP_TOUCH, 999).code, R_NOT_FOUND);
+}
+
+Test(engine, deadline_soon_when_a_reservation_is_in_its_last_second)
+{
+    struct session *s = sess();
+    put3(s, 0, 0, 2, "t");
+    op(s, OP_RESERVE);
+    cr_assert_eq(op(s, OP_RESERVE).code, R_NONE, "outside the margin it waits");
+    engine_session_hangup(E, s, NOW);
+    NDL = 0;
+    tick(S + S / 2);
+    cr_assert_eq(op(s, OP_RESERVE).code, R_DEADLINE_SOON);
+    cr_assert_eq(rwt(s, 5).code, R_DEADLINE_SOON);
+}
+
+Test(engine, deadline_soon_is_skipped_when_a_job_is_ready)
+{
+    struct session *s = sess();
+    put3(s, 0, 0, 1, "t");
+    op(s, OP_RESERVE);
+    uint64_t id2 = put(s, 0, "u");
+    struct reply r = op(s, OP_RESERVE);
+    cr_assert_eq(r.code, R_RESERVED);
+    cr_assert_eq(r.id, id2);
+}
+
+Test(engine, waiting_session_gets_deadline_soon_when_margin_begins)
+{
+    struct session *s = sess();
+    put3(s, 0, 0, 5, "t");
+    op(s, OP_RESERVE);
+    cr_assert_eq(op(s, OP_RESERVE).code, R_NONE);
+    cr_assert_eq(engine_next_wakeup(E), NOW + 4 * S);
+    tick(4 * S);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].code, R_DEADLINE_SOON);
+    cr_assert_not(engine_session_waiting(s));
+}
+
+Test(engine, deadline_soon_comes_before_a_longer_reserve_timeout)
+{
+    struct session *s = sess();
+    put3(s, 0, 0, 3, "t");
+    op(s, OP_RESERVE);
+    cr_assert_eq(rwt(s, 10).code, R_NONE);
+    tick(2 * S);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].code, R_DEADLINE_SOON);
+}
+
+/* ---- delete, release, bury, kick ---------------------------------------- */
+
+Test(engine, delete_works_on_ready_delayed_buried_and_own_reserved_jobs)
+{
+    struct session *s = sess();
+    uint64_t ready = put(s, 0, "r");
+    uint64_t delayed = put3(s, 0, 100, 60, "d").id;
+    uint64_t res = put(s, 1, "x");
+    uint64_t bur = put(s, 2, "b");
+    cr_assert_eq(byid(s, OP_DELETE, ready).code, R_DELETED);
+    cr_assert_eq(byid(s, OP_DELETE, delayed).code, R_DELETED);
+    cr_assert_eq(op(s, OP_RESERVE).id, res);
+    cr_assert_eq(op(s, OP_RESERVE).id, bur);
+    cr_assert_eq(run(s, (struct cmd){.op = OP_BURY, .id = bur}).code, R_BURIED);
+    cr_assert_eq(byid(s, OP_DELETE, res).code, R_DELETED);
+    cr_assert_eq(byid(s, OP_DELETE, bur).code, R_DELETED);
+    cr_assert_eq(byid(s, OP_DELETE, bur).code, R_NOT_FOUND);
+    cr_assert_eq(engine_job_count(E), 0);
+    cr_assert_str_eq(tube_stat(s, "default", "cmd-delete"), "4");
+    cr_assert_str_eq(stat(s, "cmd-delete"), "5");
+}
+
+Test(engine, delete_of_a_job_reserved_by_another_session_is_not_found)
+{
+    struct session *a = sess(), *b = sess();
+    uint64_t id = put(a, 0, "x");
+    op(a, OP_RESERVE);
+    cr_assert_eq(byid(b, OP_DELETE, id).code, R_NOT_FOUND);
+    cr_assert_eq(byid(a, OP_DELETE, id).code, R_DELETED);
+}
+
+Test(engine, release_sets_priority_and_counts)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 10, "x");
+    op(s, OP_RESERVE);
+    NREC = 0;
+    cr_assert_eq(run(s, (struct cmd){.op = OP_RELEASE, .id = id, .pri = 3}).code, R_RELEASED);
+    cr_assert_eq(RECS[0], REC_RELEASE);
+    cr_assert_str_eq(job_stat(s, id, "pri"), "3");
+    cr_assert_str_eq(job_stat(s, id, "releases"), "1");
+    cr_assert_str_eq(job_stat(s, id, "state"), "ready");
+    cr_assert_str_eq(stat(s, "current-jobs-urgent"), "1");
+}
+
+Test(engine, release_with_delay_makes_the_job_delayed)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 0, "x");
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_RELEASE, .id = id, .pri = 0, .delay = 3});
+    cr_assert_str_eq(job_stat(s, id, "state"), "delayed");
+    cr_assert_str_eq(job_stat(s, id, "delay"), "3");
+    tick(3 * S);
+    cr_assert_str_eq(job_stat(s, id, "state"), "ready");
+}
+
+Test(engine, release_and_bury_need_the_callers_reservation)
+{
+    struct session *a = sess(), *b = sess();
+    uint64_t id = put(a, 0, "x");
+    cr_assert_eq(run(a, (struct cmd){.op = OP_RELEASE, .id = id}).code, R_NOT_FOUND);
+    cr_assert_eq(run(a, (struct cmd){.op = OP_BURY, .id = id}).code, R_NOT_FOUND);
+    op(a, OP_RESERVE);
+    cr_assert_eq(run(b, (struct cmd){.op = OP_RELEASE, .id = id}).code, R_NOT_FOUND);
+    cr_assert_eq(run(b, (struct cmd){.op = OP_BURY, .id = id}).code, R_NOT_FOUND);
+}
+
+Test(engine, release_wakes_a_waiter)
+{
+    struct session *a = sess(), *b = sess();
+    uint64_t id = put(a, 0, "x");
+    op(a, OP_RESERVE);
+    op(b, OP_RESERVE);
+    run(a, (struct cmd){.op = OP_RELEASE, .id = id});
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].s, b);
+    cr_assert_str_eq(job_stat(a, id, "reserves"), "2");
+}
+
+Test(engine, buried_jobs_form_a_fifo_per_tube)
+{
+    struct session *s = sess();
+    uint64_t a = put(s, 0, "a"), b = put(s, 0, "b");
+    op(s, OP_RESERVE);
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_BURY, .id = b, .pri = 7});
+    run(s, (struct cmd){.op = OP_BURY, .id = a, .pri = 9});
+    cr_assert_eq(op(s, OP_PEEK_BURIED).id, b);
+    cr_assert_str_eq(job_stat(s, b, "pri"), "7");
+    cr_assert_str_eq(job_stat(s, b, "buries"), "1");
+    cr_assert_str_eq(tube_stat(s, "default", "current-jobs-buried"), "2");
+    struct reply r = run(s, (struct cmd){.op = OP_KICK, .bound = 1});
+    cr_assert_eq(r.code, R_KICKED_N);
+    cr_assert_eq(r.count, 1);
+    cr_assert_str_eq(job_stat(s, b, "state"), "ready");
+    cr_assert_str_eq(job_stat(s, b, "kicks"), "1");
+    cr_assert_str_eq(job_stat(s, a, "state"), "buried");
+}
+
+Test(engine, kick_prefers_buried_and_otherwise_kicks_delayed_soonest_first)
+{
+    struct session *s = sess();
+    uint64_t d1 = put3(s, 0, 50, 60, "d1").id;
+    uint64_t d2 = put3(s, 0, 20, 60, "d2").id;
+    uint64_t b = put(s, 0, "b");
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_BURY, .id = b});
+    struct reply r = run(s, (struct cmd){.op = OP_KICK, .bound = 10});
+    cr_assert_eq(r.count, 1, "only the buried job");
+    cr_assert_str_eq(job_stat(s, d1, "state"), "delayed");
+    op(s, OP_RESERVE);
+    byid(s, OP_DELETE, b);
+    r = run(s, (struct cmd){.op = OP_KICK, .bound = 1});
+    cr_assert_eq(r.count, 1);
+    cr_assert_str_eq(job_stat(s, d2, "state"), "ready");
+    cr_assert_str_eq(job_stat(s, d1, "state"), "delayed");
+}
+
+Test(engine, kick_bound_is_truncated_to_32_bits_like_beanstalkd)
+{
+    struct session *s = sess();
+    put3(s, 0, 50, 60, "d");
+    cr_assert_eq(run(s, (struct cmd){.op = OP_KICK, .bound = 1ULL << 32}).count, 0);
+    cr_assert_eq(run(s, (struct cmd){.op = OP_KICK, .bound = UINT64_MAX}).count, 1);
+}
+
+Test(engine, kick_acts_on_the_used_tube_only)
+{
+    struct session *s = sess();
+    put3(s, 0, 50, 60, "d");
+    named(s, OP_USE, "other");
+    cr_assert_eq(run(s, (struct cmd){.op = OP_KICK, .bound = 5}).count, 0);
+}
+
+Test(engine, kick_job_moves_buried_or_delayed_to_ready_only)
+{
+    struct session *s = sess();
+    uint64_t d = put3(s, 0, 50, 60, "d").id;
+    uint64_t r = put(s, 0, "r");
+    cr_assert_eq(byid(s, OP_KICK_JOB, d).code, R_KICKED);
+    cr_assert_eq(byid(s, OP_KICK_JOB, r).code, R_NOT_FOUND);
+    cr_assert_eq(byid(s, OP_KICK_JOB, 12345).code, R_NOT_FOUND);
+    op(s, OP_RESERVE);
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_BURY, .id = r});
+    cr_assert_eq(byid(s, OP_KICK_JOB, d).code, R_NOT_FOUND, "reserved");
+    cr_assert_eq(byid(s, OP_KICK_JOB, r).code, R_KICKED);
+}
+
+/* ---- peek --------------------------------------------------------------- */
+
+Test(engine, peek_finds_jobs_in_every_state_and_tube)
+{
+    struct session *s = sess();
+    named(s, OP_USE, "t");
+    uint64_t id = put(s, 0, "x");
+    named(s, OP_USE, "default");
+    cr_assert_eq(byid(s, OP_PEEK, id).code, R_FOUND);
+    cr_assert_eq(byid(s, OP_PEEK, id + 1).code, R_NOT_FOUND);
+    cr_assert_eq(op(s, OP_PEEK_READY).code, R_NOT_FOUND, "peek-ready looks at the used tube");
+    named(s, OP_USE, "t");
+    cr_assert_eq(op(s, OP_PEEK_READY).id, id);
+}
+
+Test(engine, peek_ready_returns_the_next_job_to_reserve)
+{
+    struct session *s = sess();
+    put(s, 5, "a");
+    uint64_t b = put(s, 1, "b");
+    cr_assert_eq(op(s, OP_PEEK_READY).id, b);
+    cr_assert_eq(op(s, OP_PEEK_BURIED).code, R_NOT_FOUND);
+    cr_assert_eq(op(s, OP_PEEK_DELAYED).code, R_NOT_FOUND);
+}
+
+/* ---- tubes -------------------------------------------------------------- */
+
+Test(engine, use_creates_the_tube_and_list_tube_used_reports_it)
+{
+    struct session *s = sess();
+    struct reply r = named(s, OP_USE, "emails");
+    cr_assert_eq(r.code, R_USING);
+    cr_assert_eq(r.name_len, 6);
+    r = op(s, OP_LIST_TUBE_USED);
+    cr_assert_eq(memcmp(r.name, "emails", 6), 0);
+    cr_assert_eq(engine_tube_count(E), 2);
+}
+
+Test(engine, watch_counts_and_ignores_duplicates)
+{
+    struct session *s = sess();
+    cr_assert_eq(named(s, OP_WATCH, "a").count, 2);
+    cr_assert_eq(named(s, OP_WATCH, "a").count, 2);
+    cr_assert_eq(named(s, OP_WATCH, "b").count, 3);
+    cr_assert_str_eq(tube_stat(s, "a", "current-watching"), "1");
+}
+
+Test(engine, ignore_refuses_the_last_tube_and_is_a_noop_for_unwatched)
+{
+    struct session *s = sess();
+    cr_assert_eq(named(s, OP_IGNORE, "default").code, R_NOT_IGNORED);
+    cr_assert_eq(named(s, OP_IGNORE, "nope").count, 1);
+    cr_assert_eq(named(s, OP_STATS_TUBE, "nope").code, R_NOT_FOUND, "ignore creates nothing");
+    named(s, OP_WATCH, "x");
+    cr_assert_eq(named(s, OP_IGNORE, "default").count, 1);
+    cr_assert_eq(named(s, OP_IGNORE, "x").code, R_NOT_IGNORED);
+}
+
+Test(engine, list_tubes_watched_keeps_beanstalkd_swap_remove_order)
+{
+    struct session *s = sess();
+    named(s, OP_WATCH, "a");
+    named(s, OP_WATCH, "b");
+    named(s, OP_IGNORE, "default");
+    struct reply r = op(s, OP_LIST_TUBES_WATCHED);
+    cr_assert_eq(r.code, R_OK);
+    cr_assert_eq(r.nkv, 2);
+    cr_assert_eq(r.kv[0].type, KV_ITEM);
+    cr_assert_eq(memcmp(r.kv[0].s, "b", 1), 0);
+    cr_assert_eq(memcmp(r.kv[1].s, "a", 1), 0);
+}
+
+Test(engine, unused_tubes_are_freed_and_default_stays)
+{
+    struct session *s = sess();
+    named(s, OP_USE, "tmp");
+    uint64_t id = put(s, 0, "x");
+    named(s, OP_USE, "default");
+    cr_assert_eq(engine_tube_count(E), 2, "a job keeps its tube alive");
+    byid(s, OP_DELETE, id);
+    cr_assert_eq(engine_tube_count(E), 1);
+    cr_assert_eq(named(s, OP_STATS_TUBE, "tmp").code, R_NOT_FOUND);
+    named(s, OP_WATCH, "w");
+    cr_assert_eq(engine_tube_count(E), 2);
+    named(s, OP_IGNORE, "w");
+    cr_assert_eq(engine_tube_count(E), 1);
+    engine_session_close(E, s, NOW);
+    cr_assert_eq(engine_tube_count(E), 1);
+    struct session *t = sess();
+    cr_assert_eq(named(t, OP_STATS_TUBE, "default").code, R_OK);
+}
+
+Test(engine, list_tubes_shows_creation_order_with_swap_remove)
+{
+    struct session *s = sess(), *u = sess();
+    named(s, OP_WATCH, "a");
+    named(s, OP_WATCH, "b");
+    named(u, OP_WATCH, "c");
+    named(s, OP_IGNORE, "a");
+    struct reply r = op(s, OP_LIST_TUBES);
+    cr_assert_eq(r.nkv, 3);
+    cr_assert_eq(memcmp(r.kv[0].s, "default", 7), 0);
+    cr_assert_eq(memcmp(r.kv[1].s, "c", 1), 0);
+    cr_assert_eq(memcmp(r.kv[2].s, "b", 1), 0);
+}
+
+Test(engine, many_tubes_are_found_by_name)
+{
+    struct session *s = sess();
+    char name[32];
+    for (int i = 0; i < 3000; i++) {
+        snprintf(name, sizeof name, "tube-%d", i);
+        named(s, OP_USE, name);
+        put(s, 0, "x");
+    }
+    cr_assert_eq(engine_tube_count(E), 3001);
+    cr_assert_str_eq(tube_stat(s, "tube-1234", "current-jobs-ready"), "1");
+    named(s, OP_WATCH, "tube-2999");
+    named(s, OP_IGNORE, "default");
+    cr_assert_eq(op(s, OP_RESERVE).id, 3000);
+}
+
+Test(engine, pause_tube_of_a_missing_tube_is_not_found)
+{
+    struct session *s = sess();
+    cr_assert_eq(run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "x", .name_len = 1,
+                                     .delay = 5}).code, R_NOT_FOUND);
+}
+
+Test(engine, paused_tube_is_skipped_by_reserve_until_the_pause_ends)
+{
+    struct session *s = sess(), *w = sess();
+    uint64_t id = put(s, 0, "x");
+    struct reply r = run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7,
+                                         .delay = 3});
+    cr_assert_eq(r.code, R_PAUSED);
+    cr_assert_str_eq(tube_stat(s, "default", "pause"), "3");
+    cr_assert_str_eq(tube_stat(s, "default", "pause-time-left"), "3");
+    cr_assert_str_eq(tube_stat(s, "default", "cmd-pause-tube"), "1");
+    cr_assert_eq(rwt(w, 0).code, R_TIMED_OUT);
+    cr_assert_eq(op(w, OP_RESERVE).code, R_NONE);
+    cr_assert_eq(byid(s, OP_PEEK, id).code, R_FOUND, "peek ignores the pause");
+    tick(3 * S);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].id, id);
+    cr_assert_str_eq(tube_stat(s, "default", "pause"), "0");
+}
+
+Test(engine, pause_zero_wakes_waiting_reservers_at_the_next_tick)
+{
+    struct session *s = sess(), *w = sess();
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7, .delay = 60});
+    put(s, 0, "x");
+    op(w, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7, .delay = 0});
+    cr_assert_eq(engine_next_wakeup(E), NOW + 1);
+    tick(1);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].code, R_RESERVED);
+}
+
+Test(engine, reserve_job_takes_ready_delayed_or_buried_and_ignores_pause)
+{
+    struct session *s = sess();
+    uint64_t r = put(s, 0, "r");
+    uint64_t d = put3(s, 0, 99, 60, "d").id;
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7, .delay = 60});
+    struct reply x = byid(s, OP_RESERVE_JOB, d);
+    cr_assert_eq(x.code, R_RESERVED);
+    cr_assert_eq(x.id, d);
+    cr_assert_eq(byid(s, OP_RESERVE_JOB, d).code, R_NOT_FOUND, "already reserved, by us");
+    run(s, (struct cmd){.op = OP_BURY, .id = d});
+    cr_assert_eq(byid(s, OP_RESERVE_JOB, d).code, R_RESERVED);
+    cr_assert_eq(byid(s, OP_RESERVE_JOB, r).code, R_RESERVED);
+    cr_assert_eq(byid(s, OP_RESERVE_JOB, 777).code, R_NOT_FOUND);
+    cr_assert_str_eq(stat(s, "current-jobs-reserved"), "2");
+    cr_assert_str_eq(stat(s, "current-jobs-buried"), "0");
+    cr_assert_str_eq(stat(s, "current-jobs-delayed"), "0");
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+Test(engine, closing_a_session_releases_its_jobs_without_a_timeout)
+{
+    struct session *a = sess(), *b = sess();
+    uint64_t id = put(a, 0, "x");
+    op(a, OP_RESERVE);
+    op(b, OP_RESERVE);
+    engine_session_close(E, a, NOW);
+    cr_assert_eq(NDL, 1);
+    cr_assert_eq(DL[0].s, b);
+    cr_assert_str_eq(job_stat(b, id, "timeouts"), "0");
+    cr_assert_str_eq(job_stat(b, id, "reserves"), "2");
+}
+
+Test(engine, closing_a_waiting_session_stops_its_wait)
+{
+    struct session *a = sess(), *p = sess();
+    op(a, OP_RESERVE);
+    engine_session_close(E, a, NOW);
+    put(p, 0, "x");
+    cr_assert_eq(NDL, 0);
+    cr_assert_str_eq(stat(p, "current-waiting"), "0");
+    cr_assert_str_eq(stat(p, "current-jobs-ready"), "1");
+}
+
+Test(engine, quit_asks_to_close)
+{
+    struct session *s = sess();
+    cr_assert_eq(op(s, OP_QUIT).code, R_CLOSE);
+}
+
+Test(engine, drain_mode_refuses_puts)
+{
+    struct session *s = sess();
+    engine_set_draining(E);
+    cr_assert_eq(put3(s, 0, 0, 1, "x").code, R_DRAINING);
+    cr_assert_str_eq(stat(s, "draining"), "true");
+    cr_assert_eq(engine_job_count(E), 0);
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+Test(engine, stats_has_the_51_keys_of_beanstalkd_1_13_in_order)
+{
+    static const char *const keys[] = {
+        "current-jobs-urgent", "current-jobs-ready", "current-jobs-reserved",
+        "current-jobs-delayed", "current-jobs-buried", "cmd-put", "cmd-peek",
+        "cmd-peek-ready", "cmd-peek-delayed", "cmd-peek-buried", "cmd-reserve",
+        "cmd-reserve-with-timeout", "cmd-delete", "cmd-release", "cmd-use", "cmd-watch",
+        "cmd-ignore", "cmd-bury", "cmd-kick", "cmd-touch", "cmd-stats", "cmd-stats-job",
+        "cmd-stats-tube", "cmd-list-tubes", "cmd-list-tube-used", "cmd-list-tubes-watched",
+        "cmd-pause-tube", "job-timeouts", "total-jobs", "max-job-size", "current-tubes",
+        "current-connections", "current-producers", "current-workers", "current-waiting",
+        "total-connections", "pid", "version", "rusage-utime", "rusage-stime", "uptime",
+        "binlog-oldest-index", "binlog-current-index", "binlog-records-migrated",
+        "binlog-records-written", "binlog-max-size", "draining", "id", "hostname", "os",
+        "platform"};
+    struct session *s = sess();
+    struct reply r = op(s, OP_STATS);
+    cr_assert_eq(r.nkv, 51);
+    for (size_t i = 0; i < 51; i++)
+        cr_assert_str_eq(r.kv[i].key, keys[i]);
+    cr_assert_eq(r.kv[37].type, KV_QSTR, "1.13 quotes version");
+    cr_assert_eq(r.kv[48].type, KV_QSTR);
+    cr_assert_str_eq(kv_get(&r, "max-job-size"), "65535");
+    cr_assert_str_eq(kv_get(&r, "pid"), "42");
+    cr_assert_str_eq(kv_get(&r, "rusage-utime"), "0.000000");
+    cr_assert_str_eq(kv_get(&r, "draining"), "false");
+}
+
+Test(engine, stats_counts_commands_jobs_and_connections)
+{
+    struct session *p = sess(), *w = sess();
+    sess();
+    put(p, 1, "x");
+    put(p, 2000, "y");
+    op(w, OP_RESERVE);
+    op(p, OP_PEEK_READY);
+    cr_assert_str_eq(stat(p, "cmd-put"), "2");
+    cr_assert_str_eq(stat(p, "cmd-reserve"), "1");
+    cr_assert_str_eq(stat(p, "cmd-peek-ready"), "1");
+    cr_assert_str_eq(stat(p, "cmd-stats"), "4", "the fourth stats counts itself");
+    cr_assert_str_eq(stat(p, "current-jobs-urgent"), "0");
+    cr_assert_str_eq(stat(p, "current-jobs-ready"), "1");
+    cr_assert_str_eq(stat(p, "current-jobs-reserved"), "1");
+    cr_assert_str_eq(stat(p, "total-jobs"), "2");
+    cr_assert_str_eq(stat(p, "current-connections"), "3");
+    cr_assert_str_eq(stat(p, "total-connections"), "3");
+    cr_assert_str_eq(stat(p, "current-producers"), "1");
+    cr_assert_str_eq(stat(p, "current-workers"), "1");
+    engine_session_close(E, w, NOW);
+    cr_assert_str_eq(stat(p, "current-workers"), "0");
+    cr_assert_str_eq(stat(p, "current-connections"), "2");
+    cr_assert_str_eq(stat(p, "total-connections"), "3");
+}
+
+Test(engine, rejected_commands_are_counted_as_beanstalkd_counts_them)
+{
+    struct session *s = sess();
+    engine_count_error(E, s, OP_PUT, R_JOB_TOO_BIG);
+    cr_assert_str_eq(stat(s, "current-producers"), "0");
+    engine_count_error(E, s, OP_PUT, R_EXPECTED_CRLF);
+    cr_assert_str_eq(stat(s, "cmd-put"), "2");
+    cr_assert_str_eq(stat(s, "current-producers"), "1");
+}
+
+Test(engine, stats_tube_has_14_keys_and_quotes_the_name)
+{
+    struct session *s = sess();
+    struct reply r = named(s, OP_STATS_TUBE, "default");
+    cr_assert_eq(r.nkv, 14);
+    cr_assert_str_eq(r.kv[0].key, "name");
+    cr_assert_eq(r.kv[0].type, KV_QSTR);
+    cr_assert_str_eq(r.kv[13].key, "pause-time-left");
+    cr_assert_str_eq(kv_get(&r, "current-using"), "1");
+    cr_assert_str_eq(kv_get(&r, "current-watching"), "1");
+}
+
+Test(engine, stats_job_has_14_keys_and_tracks_age)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 3, "x");
+    tick(7 * S);
+    struct reply r = byid(s, OP_STATS_JOB, id);
+    cr_assert_eq(r.nkv, 14);
+    cr_assert_str_eq(r.kv[8].key, "file");
+    cr_assert_eq(r.kv[1].type, KV_QSTR, "1.13 quotes the tube");
+    cr_assert_str_eq(kv_get(&r, "age"), "7");
+    cr_assert_str_eq(kv_get(&r, "time-left"), "0");
+    cr_assert_eq(byid(s, OP_STATS_JOB, 99).code, R_NOT_FOUND);
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+Test(engine, every_durable_change_emits_one_record)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 0, "x");
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_RELEASE, .id = id});
+    op(s, OP_RESERVE);
+    run(s, (struct cmd){.op = OP_BURY, .id = id});
+    run(s, (struct cmd){.op = OP_KICK, .bound = 1});
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7, .delay = 1});
+    byid(s, OP_TOUCH, id);
+    op(s, OP_PEEK_READY);
+    byid(s, OP_DELETE, id);
+    enum rec_type want[] = {REC_PUT,  REC_RESERVE, REC_RELEASE, REC_RESERVE,
+                            REC_BURY, REC_KICK,    REC_PAUSE,   REC_DELETE};
+    cr_assert_eq(NREC, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < NREC; i++)
+        cr_assert_eq(RECS[i], want[i], "record %zu", i);
+}
+
+/* ---- invariants under random load --------------------------------------- */
+
+static uint64_t rnd_state = 88172645463325252ULL;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+static uint64_t statn(struct session *s, const char *key) { return strtoull(stat(s, key), 0, 10); }
+
+Test(engine, random_operations_keep_counts_consistent)
+{
+    enum { NS = 6 };
+    struct session *ss[NS];
+    for (int i = 0; i < NS; i++)
+        ss[i] = sess();
+    static const char *tubes[] = {"default", "a", "b", "c"};
+    uint64_t maxid = 0;
+    for (int step = 0; step < 20000; step++) {
+        int k = (int)(rnd() % NS);
+        struct session *s = ss[k];
+        if (engine_session_waiting(s)) {
+            if (rnd() % 4 == 0) {
+                engine_session_close(E, s, NOW);
+                ss[k] = sess();
+            }
+            tick(rnd() % (S / 2));
+            continue;
+        }
+        uint64_t id = maxid ? 1 + rnd() % maxid : 1;
+        switch (rnd() % 14) {
+        case 0: case 1: {
+            struct reply r = put3(s, (uint32_t)(rnd() % 2048), (uint32_t)(rnd() % 3 ? 0 : rnd() % 3),
+                                  (uint32_t)(1 + rnd() % 3), "body");
+            if (r.code == R_INSERTED && r.id > maxid)
+                maxid = r.id;
+            break;
+        }
+        case 2: rwt(s, (int64_t)(rnd() % 3)); break;
+        case 3: byid(s, OP_DELETE, id); break;
+        case 4: run(s, (struct cmd){.op = OP_RELEASE, .id = id, .pri = 1, .delay = (uint32_t)(rnd() % 2)}); break;
+        case 5: run(s, (struct cmd){.op = OP_BURY, .id = id}); break;
+        case 6: run(s, (struct cmd){.op = OP_KICK, .bound = rnd() % 4}); break;
+        case 7: byid(s, OP_KICK_JOB, id); break;
+        case 8: named(s, OP_USE, tubes[rnd() % 4]); break;
+        case 9: named(s, OP_WATCH, tubes[rnd() % 4]); break;
+        case 10: named(s, OP_IGNORE, tubes[rnd() % 4]); break;
+        case 11: byid(s, OP_RESERVE_JOB, id); break;
+        case 12: byid(s, OP_TOUCH, id); break;
+        case 13: run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = tubes[step % 4], .name_len = strlen(tubes[step % 4]), .delay = (uint32_t)(rnd() % 2)}); break;
+        }
+        if (step % 7 == 0)
+            tick(rnd() % S);
+        if (step % 101 == 0) {
+            struct session *q = ss[0];
+            if (engine_session_waiting(q))
+                continue;
+            uint64_t sum = statn(q, "current-jobs-ready") + statn(q, "current-jobs-reserved") +
+                           statn(q, "current-jobs-delayed") + statn(q, "current-jobs-buried");
+            cr_assert_eq(sum, engine_job_count(E), "step %d", step);
+            cr_assert_eq(statn(q, "current-tubes"), engine_tube_count(E));
+        }
+    }
+    for (int i = 0; i < NS; i++)
+        engine_session_close(E, ss[i], NOW);
+    struct session *q = sess();
+    cr_assert_eq(statn(q, "current-jobs-reserved"), 0);
+    cr_assert_eq(statn(q, "current-waiting"), 0);
+    tick(10 * S);
+    cr_assert_eq(statn(q, "current-jobs-delayed"), 0);
+    cr_assert_eq(statn(q, "current-jobs-ready") + statn(q, "current-jobs-buried"),
+                 engine_job_count(E));
+}
