@@ -31,6 +31,7 @@ struct job {
     uint64_t id;
     uint64_t created;          /* ns, engine clock */
     uint64_t deadline;         /* ns: end of delay (delayed) or of TTR (reserved) */
+    uint64_t order;            /* place in the buried FIFO, from engine.bury_clock */
     struct tube *tube;
     struct session *owner;     /* reserving session, or NULL */
     struct job *prev, *next;   /* buried FIFO, or the owner's reserved list */
@@ -89,6 +90,7 @@ struct engine {
     struct engine_config cfg;
     struct engine_hooks hooks;
     uint64_t next_id;
+    uint64_t bury_clock;       /* the next buried job's order */
     uint64_t started;          /* ns */
     bool draining;
 
@@ -227,12 +229,21 @@ static void waiter_setpos(void *x, size_t pos) { ((struct session *)x)->wpos = p
 
 /* ---- records and replies ------------------------------------------------ */
 
+/* Describes j's change to the log. A reserved job is logged as ready: a
+ * reservation does not survive a restart. */
 static void emit(struct engine *e, enum rec_type type, const struct job *j)
 {
     if (!e->hooks.record)
         return;
-    struct rec r = {.type = type, .id = j->id, .next_id = e->next_id, .job = j,
-                    .pri = j->pri, .delay = j->delay};
+    struct rec r = {
+        .type = type, .id = j->id, .next_id = e->next_id, .pri = j->pri, .delay = j->delay,
+        .ttr = j->ttr, .created = j->created, .order = j->order, .reserves = j->reserves,
+        .timeouts = j->timeouts, .releases = j->releases, .buries = j->buries,
+        .kicks = j->kicks, .tube = j->tube->name, .tube_len = j->tube->name_len,
+        .body = j->body, .body_len = j->body_len,
+    };
+    r.state = j->state == J_DELAYED ? REC_DELAYED : j->state == J_BURIED ? REC_BURIED : REC_READY;
+    r.deadline = j->state == J_DELAYED ? j->deadline : 0;
     e->hooks.record(e->hooks.ctx, &r);
 }
 
@@ -439,8 +450,10 @@ static void job_detach(struct engine *e, struct job *j)
     }
 }
 
+/* Buries j at the end of its tube's FIFO. */
 static void place_buried(struct engine *e, struct job *j)
 {
+    j->order = e->bury_clock++;
     buried_append(j->tube, j);
     j->state = J_BURIED;
     e->buried_ct++;
@@ -466,10 +479,10 @@ static int place_ready(struct engine *e, struct job *j)
     return 0;
 }
 
-static int place_delayed(struct engine *e, struct job *j, uint64_t now)
+static int place_delayed_at(struct engine *e, struct job *j, uint64_t deadline)
 {
     struct tube *t = j->tube;
-    j->deadline = now + (uint64_t)j->delay * ENGINE_NS;
+    j->deadline = deadline;
     if (heap_insert(&t->delay, j) < 0) {
         place_buried(e, j);
         return -1;
@@ -478,6 +491,11 @@ static int place_delayed(struct engine *e, struct job *j, uint64_t now)
     e->delayed_ct++;
     delay_tubes_update(e, t);
     return 0;
+}
+
+static int place_delayed(struct engine *e, struct job *j, uint64_t now)
+{
+    return place_delayed_at(e, j, now + (uint64_t)j->delay * ENGINE_NS);
 }
 
 static void job_free(struct engine *e, struct job *j)
@@ -808,23 +826,6 @@ size_t engine_job_count(const struct engine *e) { return e->njobs; }
 
 size_t engine_tube_count(const struct engine *e) { return e->ntubes; }
 
-uint64_t job_id(const struct job *j) { return j->id; }
-uint32_t job_pri(const struct job *j) { return j->pri; }
-uint32_t job_delay(const struct job *j) { return j->delay; }
-uint32_t job_ttr(const struct job *j) { return j->ttr; }
-
-const char *job_tube(const struct job *j, size_t *len)
-{
-    *len = j->tube->name_len;
-    return j->tube->name;
-}
-
-const char *job_body(const struct job *j, size_t *len)
-{
-    *len = j->body_len;
-    return j->body;
-}
-
 /* ---- YAML documents ----------------------------------------------------- */
 
 static struct kv *kv_room(struct engine *e, size_t n)
@@ -1042,7 +1043,7 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
     e->total_jobs++;
     j->tube->total_jobs++;
     int r = j->delay ? place_delayed(e, j, now) : place_ready(e, j);
-    emit(e, REC_PUT, j);
+    emit(e, REC_JOB, j);
     out->code = r < 0 ? R_BURIED_ID : R_INSERTED;
     out->id = j->id;
     serve(e, j->tube, now);
@@ -1283,7 +1284,7 @@ static void cmd_pause(struct engine *e, const struct cmd *c, uint64_t now, struc
     }
     if (e->hooks.record) {
         struct rec r = {.type = REC_PAUSE, .next_id = e->next_id, .delay = c->delay,
-                        .tube = t->name, .tube_len = t->name_len};
+                        .deadline = t->unpause_at, .tube = t->name, .tube_len = t->name_len};
         e->hooks.record(e->hooks.ctx, &r);
     }
     out->code = R_PAUSED;
@@ -1404,6 +1405,151 @@ void engine_count_error(struct engine *e, struct session *s, enum op op, enum rc
     /* beanstalkd marks a producer once the put line parsed and fits. */
     if (op == OP_PUT && code == R_EXPECTED_CRLF)
         set_producer(e, s);
+}
+
+/* ---- recovery --------------------------------------------------------- */
+
+/* Buries j in order of j->order (the log may list buried jobs out of order
+ * once compaction has moved some of them forward). */
+static void place_buried_ordered(struct engine *e, struct job *j)
+{
+    struct tube *t = j->tube;
+    struct job *after = t->btail;
+    while (after && after->order > j->order)
+        after = after->prev;
+    j->prev = after;
+    j->next = after ? after->next : t->bhead;
+    if (j->next)
+        j->next->prev = j;
+    else
+        t->btail = j;
+    if (after)
+        after->next = j;
+    else
+        t->bhead = j;
+    j->state = J_BURIED;
+    e->buried_ct++;
+    t->buried++;
+    if (j->order >= e->bury_clock)
+        e->bury_clock = j->order + 1;
+}
+
+/* Places a recovered job as its record says. */
+static int place_recovered(struct engine *e, struct job *j, uint8_t state, uint64_t deadline)
+{
+    switch (state) {
+    case REC_DELAYED:
+        return place_delayed_at(e, j, deadline);
+    case REC_BURIED:
+        place_buried_ordered(e, j);
+        return 0;
+    default:
+        return place_ready(e, j);
+    }
+}
+
+static int apply_job(struct engine *e, const struct rec *r)
+{
+    struct job *old = job_find(e, r->id);
+    if (old) {
+        job_detach(e, old);
+        job_free(e, old);
+    }
+    if (r->body_len > UINT32_MAX || r->tube_len == 0 || r->tube_len > TUBE_NAME_MAX)
+        return -1; /* NEVER: the log decoder checks both */
+    struct job *j = malloc(sizeof *j + r->body_len + 2);
+    struct tube *t = j ? tube_get(e, r->tube, r->tube_len) : NULL;
+    if (!t) {
+        free(j);
+        return -1;
+    }
+    *j = (struct job){.id = r->id, .created = r->created, .order = r->order, .tube = t,
+                      .pri = r->pri, .delay = r->delay, .ttr = r->ttr ? r->ttr : 1,
+                      .body_len = (uint32_t)r->body_len, .reserves = r->reserves,
+                      .timeouts = r->timeouts, .releases = r->releases, .buries = r->buries,
+                      .kicks = r->kicks};
+    if (jtab_add(e, j) < 0) {
+        free(j);
+        return -1;
+    }
+    memcpy(j->body, r->body, r->body_len);
+    memcpy(j->body + r->body_len, "\r\n", 2);
+    tube_ref(t);
+    if (r->id >= e->next_id)
+        e->next_id = r->id + 1;
+    place_recovered(e, j, r->state, r->deadline);
+    return 0;
+}
+
+int engine_apply(struct engine *e, const struct rec *r, uint64_t now)
+{
+    (void)now;
+    if (r->type == REC_JOB)
+        return apply_job(e, r);
+    if (r->type == REC_NEXTID) {
+        if (r->next_id > e->next_id)
+            e->next_id = r->next_id;
+        return 0;
+    }
+    if (r->type == REC_PAUSE) {
+        struct tube *t = tube_get(e, r->tube, r->tube_len);
+        if (!t)
+            return -1;
+        t->pause = r->delay ? (uint64_t)r->delay * ENGINE_NS : 1;
+        t->unpause_at = r->deadline;
+        if (t->ppos == NPOS)
+            return heap_insert(&e->paused, t);
+        heap_fix(&e->paused, t->ppos);
+        return 0;
+    }
+    struct job *j = job_find(e, r->id);
+    if (!j)
+        return 0;
+    switch (r->type) {
+    case REC_DELETE:
+        job_detach(e, j);
+        job_free(e, j);
+        break;
+    case REC_RESERVE:
+        j->reserves++;
+        break;
+    case REC_TIMEOUT:
+        j->timeouts++;
+        break;
+    case REC_RELEASE:
+        job_detach(e, j);
+        j->pri = r->pri;
+        j->delay = r->delay;
+        j->releases++;
+        return place_recovered(e, j, r->delay ? REC_DELAYED : REC_READY, r->deadline);
+    case REC_BURY:
+        job_detach(e, j);
+        j->pri = r->pri;
+        j->buries++;
+        j->order = r->order;
+        place_buried_ordered(e, j);
+        break;
+    case REC_KICK:
+        job_detach(e, j);
+        j->kicks++;
+        return place_ready(e, j);
+    default:
+        break;
+    }
+    return 0;
+}
+
+void engine_recovered(struct engine *e)
+{
+    /* A PAUSE record can name a tube that no longer has jobs: drop such tubes
+     * now that every record has been seen. */
+    for (size_t i = e->ntubes; i-- > 0;) {
+        struct tube *t = e->tubes[i];
+        if (t->refs == 0) {
+            tube_ref(t);
+            tube_unref(e, t);
+        }
+    }
 }
 
 /* ---- time --------------------------------------------------------------- */

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "../common/cmd.h"
+#include "../common/rec.h"
 
 #define ENGINE_NS 1000000000ULL            /* nanoseconds per second */
 #define ENGINE_SAFETY_MARGIN ENGINE_NS     /* DEADLINE_SOON margin: 1 s */
@@ -37,29 +38,6 @@
 struct engine;
 struct session;
 struct job;
-
-/* A durable state change. The WAL (src/store) turns these into bytes. */
-enum rec_type {
-    REC_PUT,          /* a new job: all fields and the body */
-    REC_DELETE,       /* job gone */
-    REC_RESERVE,      /* reserves++ (the job is ready again after a restart) */
-    REC_RELEASE,      /* new pri, delay (0 included); releases++ */
-    REC_BURY,         /* new pri; buries++; appended to the buried FIFO */
-    REC_KICK,         /* buried/delayed -> ready; kicks++ */
-    REC_TIMEOUT,      /* TTR ran out: timeouts++, back to ready */
-    REC_PAUSE         /* tube paused: name, delay */
-};
-
-struct rec {
-    enum rec_type type;
-    uint64_t id;              /* job id (all but PAUSE) */
-    uint64_t next_id;         /* the id the next put will get */
-    const struct job *job;    /* PUT: the whole job, see the job_* accessors */
-    uint32_t pri;             /* RELEASE BURY */
-    uint32_t delay;           /* seconds: RELEASE PAUSE */
-    const char *tube;         /* PAUSE: tube name */
-    size_t tube_len;
-};
 
 /* Facts the engine cannot know; asked for by stats. */
 struct engine_info {
@@ -123,13 +101,12 @@ uint64_t engine_next_wakeup(const struct engine *e);
 /* Drain mode (SIGUSR1): puts answer DRAINING from now on. */
 void engine_set_draining(struct engine *e);
 
-/* Job accessors, for log records. */
-uint64_t job_id(const struct job *j);
-uint32_t job_pri(const struct job *j);
-uint32_t job_delay(const struct job *j);   /* seconds */
-uint32_t job_ttr(const struct job *j);     /* seconds */
-const char *job_tube(const struct job *j, size_t *len);
-const char *job_body(const struct job *j, size_t *len);
+/* Rebuilds state from a log record during recovery (before any session
+ * exists). Updates for unknown jobs are ignored: their snapshot was compacted
+ * away because they had ended. Returns 0, or -1 if out of memory. */
+int engine_apply(struct engine *e, const struct rec *r, uint64_t now);
+/* Ends recovery: frees tubes that only a PAUSE record created. */
+void engine_recovered(struct engine *e);
 
 /* Counts, for tests and metrics. */
 size_t engine_job_count(const struct engine *e);

@@ -164,7 +164,7 @@ Test(engine, put_returns_increasing_ids_and_logs_the_job)
     cr_assert_eq(put(s, 0, "a"), 1);
     cr_assert_eq(put(s, 0, "b"), 2);
     cr_assert_eq(NREC, 2);
-    cr_assert_eq(RECS[0], REC_PUT);
+    cr_assert_eq(RECS[0], REC_JOB);
     cr_assert_eq(REC_IDS[1], 2);
     cr_assert_eq(engine_job_count(E), 2);
 }
@@ -925,7 +925,7 @@ Test(engine, every_durable_change_emits_one_record)
     byid(s, OP_TOUCH, id);
     op(s, OP_PEEK_READY);
     byid(s, OP_DELETE, id);
-    enum rec_type want[] = {REC_PUT,  REC_RESERVE, REC_RELEASE, REC_RESERVE,
+    enum rec_type want[] = {REC_JOB,  REC_RESERVE, REC_RELEASE, REC_RESERVE,
                             REC_BURY, REC_KICK,    REC_PAUSE,   REC_DELETE};
     cr_assert_eq(NREC, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < NREC; i++)
@@ -1007,4 +1007,184 @@ Test(engine, random_operations_keep_counts_consistent)
     cr_assert_eq(statn(q, "current-jobs-delayed"), 0);
     cr_assert_eq(statn(q, "current-jobs-ready") + statn(q, "current-jobs-buried"),
                  engine_job_count(E));
+}
+
+/* ---- recovery ----------------------------------------------------------- */
+
+/* Owned copies of every record, as the log would keep them. */
+struct saved {
+    struct rec r;
+    char tube[201];
+    char *body;
+};
+static struct saved *SAVED;
+static size_t NSAVED, CAPSAVED;
+
+static void on_save(void *ctx, const struct rec *r)
+{
+    (void)ctx;
+    if (NSAVED == CAPSAVED) {
+        CAPSAVED = CAPSAVED ? CAPSAVED * 2 : 1024;
+        SAVED = realloc(SAVED, CAPSAVED * sizeof *SAVED);
+    }
+    struct saved *s = &SAVED[NSAVED++];
+    s->r = *r;
+    memcpy(s->tube, r->tube ? r->tube : "", r->tube_len);
+    s->r.tube = s->tube;
+    s->body = NULL;
+    if (r->type == REC_JOB) {
+        s->body = malloc(r->body_len + 1);
+        memcpy(s->body, r->body, r->body_len);
+        s->r.body = s->body;
+    }
+}
+
+static struct engine *replay(void)
+{
+    struct engine_config cfg = {.max_job_size = 65535};
+    struct engine_hooks h = {.info = on_info};
+    struct engine *e2 = engine_new(&cfg, &h, NOW);
+    for (size_t i = 0; i < NSAVED; i++) {
+        SAVED[i].r.tube = SAVED[i].tube; /* the array moved while it grew */
+        cr_assert_eq(engine_apply(e2, &SAVED[i].r, NOW), 0);
+    }
+    engine_recovered(e2);
+    engine_tick(e2, NOW); /* delays that ran out while the log was written */
+    return e2;
+}
+
+static const char *stat_in(struct engine *e, struct session *s, uint64_t id, const char *key)
+{
+    struct reply r;
+    struct cmd c = {.op = OP_STATS_JOB, .id = id};
+    engine_exec(e, s, &c, NOW, &r);
+    if (r.code == R_NOT_FOUND)
+        return "missing";
+    return kv_get(&r, key);
+}
+
+static void free_saved(void)
+{
+    for (size_t i = 0; i < NSAVED; i++)
+        free(SAVED[i].body);
+    free(SAVED);
+    SAVED = NULL;
+    NSAVED = CAPSAVED = 0;
+}
+
+Test(engine, replaying_the_records_rebuilds_every_job)
+{
+    engine_free(E);
+    struct engine_config cfg = {.max_job_size = 65535};
+    struct engine_hooks h = {.deliver = on_deliver, .record = on_save, .info = on_info};
+    E = engine_new(&cfg, &h, NOW);
+    static const char *tubes[] = {"default", "a", "b"};
+    struct session *ss[3] = {sess(), sess(), sess()};
+    uint64_t maxid = 0;
+    for (int step = 0; step < 5000; step++) {
+        struct session *s = ss[step % 3];
+        if (engine_session_waiting(s)) {
+            tick(S / 3);
+            continue;
+        }
+        uint64_t id = maxid ? 1 + rnd() % maxid : 1;
+        switch (rnd() % 11) {
+        case 0: case 1: case 2: {
+            struct reply r = put3(s, (uint32_t)(rnd() % 3000), (uint32_t)(rnd() % 4 ? 0 : 1 + rnd() % 5),
+                                  (uint32_t)(1 + rnd() % 4), "payload");
+            if (r.id > maxid)
+                maxid = r.id;
+            break;
+        }
+        case 3: rwt(s, 0); break;
+        case 4: byid(s, OP_DELETE, id); break;
+        case 5: run(s, (struct cmd){.op = OP_RELEASE, .id = id, .pri = (uint32_t)(rnd() % 9), .delay = (uint32_t)(rnd() % 3)}); break;
+        case 6: run(s, (struct cmd){.op = OP_BURY, .id = id, .pri = (uint32_t)(rnd() % 9)}); break;
+        case 7: run(s, (struct cmd){.op = OP_KICK, .bound = rnd() % 3}); break;
+        case 8: byid(s, OP_KICK_JOB, id); break;
+        case 9: named(s, OP_USE, tubes[rnd() % 3]); break;
+        case 10: byid(s, OP_RESERVE_JOB, id); break;
+        }
+        if (step % 5 == 0)
+            tick(rnd() % S);
+    }
+    struct engine *e2 = replay();
+    struct session *q1 = sess(), *q2 = engine_session_open(e2, NULL, NOW);
+    cr_assert_eq(engine_job_count(e2), engine_job_count(E));
+    static const char *keys[] = {"tube", "pri", "delay", "ttr", "age", "reserves", "timeouts",
+                                 "releases", "buries", "kicks"};
+    for (uint64_t id = 1; id <= maxid; id++) {
+        char st1[32], st2[32];
+        snprintf(st1, sizeof st1, "%s", stat_in(E, q1, id, "state"));
+        snprintf(st2, sizeof st2, "%s", stat_in(e2, q2, id, "state"));
+        if (strcmp(st1, "reserved") == 0)
+            snprintf(st1, sizeof st1, "ready");
+        cr_assert_str_eq(st2, st1, "job %llu", (unsigned long long)id);
+        if (strcmp(st1, "missing") == 0)
+            continue;
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            char v1[256];
+            snprintf(v1, sizeof v1, "%s", stat_in(E, q1, id, keys[k]));
+            cr_assert_str_eq(stat_in(e2, q2, id, keys[k]), v1, "job %llu %s",
+                             (unsigned long long)id, keys[k]);
+        }
+        if (strcmp(st1, "delayed") == 0) {
+            char v1[64];
+            snprintf(v1, sizeof v1, "%s", stat_in(E, q1, id, "time-left"));
+            cr_assert_str_eq(stat_in(e2, q2, id, "time-left"), v1);
+        }
+    }
+    /* Buried FIFOs and the id counter continue exactly. */
+    for (int t = 0; t < 3; t++) {
+        struct cmd use = {.op = OP_USE, .name = tubes[t], .name_len = strlen(tubes[t])};
+        struct reply r1, r2;
+        engine_exec(E, q1, &use, NOW, &r1);
+        engine_exec(e2, q2, &use, NOW, &r2);
+        for (;;) {
+            struct cmd pb = {.op = OP_PEEK_BURIED};
+            engine_exec(E, q1, &pb, NOW, &r1);
+            engine_exec(e2, q2, &pb, NOW, &r2);
+            cr_assert_eq(r2.code, r1.code);
+            if (r1.code != R_FOUND)
+                break;
+            cr_assert_eq(r2.id, r1.id, "buried order in %s", tubes[t]);
+            struct cmd kj = {.op = OP_KICK_JOB, .id = r1.id};
+            engine_exec(E, q1, &kj, NOW, &r1);
+            engine_exec(e2, q2, &kj, NOW, &r2);
+        }
+    }
+    struct cmd p = {.op = OP_PUT, .ttr = 1, .body = "x", .body_len = 1};
+    struct reply r1, r2;
+    engine_exec(E, q1, &p, NOW, &r1);
+    engine_exec(e2, q2, &p, NOW, &r2);
+    cr_assert_eq(r2.id, r1.id, "ids continue");
+    engine_free(e2);
+    free_saved();
+}
+
+Test(engine, replay_ignores_updates_of_jobs_whose_snapshot_is_gone)
+{
+    struct rec del = {.type = REC_DELETE, .id = 5};
+    struct rec bury = {.type = REC_BURY, .id = 6, .pri = 1};
+    cr_assert_eq(engine_apply(E, &del, NOW), 0);
+    cr_assert_eq(engine_apply(E, &bury, NOW), 0);
+    cr_assert_eq(engine_job_count(E), 0);
+}
+
+Test(engine, replayed_next_id_keeps_ids_monotonic)
+{
+    struct rec n = {.type = REC_NEXTID, .next_id = 500};
+    engine_apply(E, &n, NOW);
+    struct session *s = sess();
+    cr_assert_eq(put(s, 0, "x"), 500);
+}
+
+Test(engine, replayed_pause_of_a_tube_without_jobs_leaves_no_tube)
+{
+    struct rec p = {.type = REC_PAUSE, .delay = 60, .deadline = NOW + 60 * S, .tube = "gone",
+                    .tube_len = 4};
+    engine_apply(E, &p, NOW);
+    engine_recovered(E);
+    cr_assert_eq(engine_tube_count(E), 1);
+    cr_assert_eq(engine_next_wakeup(E), UINT64_MAX);
 }
