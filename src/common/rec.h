@@ -38,6 +38,9 @@ struct rec {
     uint64_t deadline;        /* ns: JOB/RELEASE when delayed, PAUSE end of pause */
     uint64_t order;           /* JOB when buried, BURY: position in the buried FIFO */
     uint32_t reserves, timeouts, releases, buries, kicks; /* JOB */
+    uint32_t seg;             /* the log segment holding the job's newest JOB record
+                                 before this one (0: none); on replay, the segment
+                                 this record was read from */
     const char *tube;         /* JOB PAUSE: tube name */
     size_t tube_len;
     const char *body;         /* JOB: the body, without its trailing CRLF */

@@ -32,6 +32,7 @@ struct job {
     uint64_t created;          /* ns, engine clock */
     uint64_t deadline;         /* ns: end of delay (delayed) or of TTR (reserved) */
     uint64_t order;            /* place in the buried FIFO, from engine.bury_clock */
+    uint32_t seg;              /* log segment of the job's newest JOB record (0: none) */
     struct tube *tube;
     struct session *owner;     /* reserving session, or NULL */
     struct job *prev, *next;   /* buried FIFO, or the owner's reserved list */
@@ -114,6 +115,7 @@ struct engine {
     uint64_t sessions, total_sessions, producers, workers;
     struct session *shead;     /* open sessions */
 
+    size_t compact_pos;        /* engine_compact()'s place in jtab */
     struct kv *kv;             /* scratch for OK replies */
     size_t capkv;
     char scratch[2][32];       /* formatted numbers for OK replies */
@@ -231,7 +233,7 @@ static void waiter_setpos(void *x, size_t pos) { ((struct session *)x)->wpos = p
 
 /* Describes j's change to the log. A reserved job is logged as ready: a
  * reservation does not survive a restart. */
-static void emit(struct engine *e, enum rec_type type, const struct job *j)
+static void emit(struct engine *e, enum rec_type type, struct job *j)
 {
     if (!e->hooks.record)
         return;
@@ -240,11 +242,13 @@ static void emit(struct engine *e, enum rec_type type, const struct job *j)
         .ttr = j->ttr, .created = j->created, .order = j->order, .reserves = j->reserves,
         .timeouts = j->timeouts, .releases = j->releases, .buries = j->buries,
         .kicks = j->kicks, .tube = j->tube->name, .tube_len = j->tube->name_len,
-        .body = j->body, .body_len = j->body_len,
+        .body = j->body, .body_len = j->body_len, .seg = j->seg,
     };
     r.state = j->state == J_DELAYED ? REC_DELAYED : j->state == J_BURIED ? REC_BURIED : REC_READY;
     r.deadline = j->state == J_DELAYED ? j->deadline : 0;
-    e->hooks.record(e->hooks.ctx, &r);
+    uint32_t seg = e->hooks.record(e->hooks.ctx, &r);
+    if (type == REC_JOB)
+        j->seg = seg;
 }
 
 static void deliver(struct engine *e, struct session *s, const struct reply *r)
@@ -1264,6 +1268,16 @@ static void cmd_ignore(struct engine *e, struct session *s, const struct cmd *c,
     out->count = s->nwatch;
 }
 
+static void emit_pause(struct engine *e, const struct tube *t)
+{
+    if (!e->hooks.record)
+        return;
+    struct rec r = {.type = REC_PAUSE, .next_id = e->next_id,
+                    .delay = (uint32_t)(t->pause / ENGINE_NS), .deadline = t->unpause_at,
+                    .tube = t->name, .tube_len = t->name_len};
+    e->hooks.record(e->hooks.ctx, &r);
+}
+
 static void cmd_pause(struct engine *e, const struct cmd *c, uint64_t now, struct reply *out)
 {
     struct tube *t = tube_find(e, c->name, c->name_len);
@@ -1282,11 +1296,7 @@ static void cmd_pause(struct engine *e, const struct cmd *c, uint64_t now, struc
     } else {
         heap_fix(&e->paused, t->ppos);
     }
-    if (e->hooks.record) {
-        struct rec r = {.type = REC_PAUSE, .next_id = e->next_id, .delay = c->delay,
-                        .deadline = t->unpause_at, .tube = t->name, .tube_len = t->name_len};
-        e->hooks.record(e->hooks.ctx, &r);
-    }
+    emit_pause(e, t);
     out->code = R_PAUSED;
 }
 
@@ -1467,7 +1477,7 @@ static int apply_job(struct engine *e, const struct rec *r)
                       .pri = r->pri, .delay = r->delay, .ttr = r->ttr ? r->ttr : 1,
                       .body_len = (uint32_t)r->body_len, .reserves = r->reserves,
                       .timeouts = r->timeouts, .releases = r->releases, .buries = r->buries,
-                      .kicks = r->kicks};
+                      .kicks = r->kicks, .seg = r->seg};
     if (jtab_add(e, j) < 0) {
         free(j);
         return -1;
@@ -1549,6 +1559,42 @@ void engine_recovered(struct engine *e)
             tube_ref(t);
             tube_unref(e, t);
         }
+    }
+}
+
+/* ---- compaction --------------------------------------------------------- */
+
+void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg), void *ctx)
+{
+    for (size_t i = 0; i < e->jcap; i++)
+        if (e->jtab[i])
+            fn(ctx, e->jtab[i]->seg);
+}
+
+bool engine_compact(struct engine *e, uint32_t seg, size_t budget)
+{
+    while (budget-- > 0) {
+        if (e->compact_pos >= e->jcap) {
+            e->compact_pos = 0;
+            return true;
+        }
+        struct job *j = e->jtab[e->compact_pos++];
+        if (j && j->seg == seg)
+            emit(e, REC_JOB, j);
+    }
+    return false;
+}
+
+void engine_log_preamble(struct engine *e, uint64_t now)
+{
+    if (!e->hooks.record)
+        return;
+    struct rec r = {.type = REC_NEXTID, .next_id = e->next_id};
+    e->hooks.record(e->hooks.ctx, &r);
+    for (size_t i = 0; i < e->ntubes; i++) {
+        struct tube *t = e->tubes[i];
+        if (t->pause && t->unpause_at > now)
+            emit_pause(e, t);
     }
 }
 

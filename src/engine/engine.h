@@ -54,8 +54,10 @@ struct engine_hooks {
     void *ctx;
     /* A reply for session s outside engine_exec()'s direct answer. */
     void (*deliver)(void *ctx, struct session *s, const struct reply *r);
-    /* A durable state change; may be NULL (in-memory server). */
-    void (*record)(void *ctx, const struct rec *r);
+    /* A durable state change; may be NULL (in-memory server). For a REC_JOB
+     * it returns the log segment the record went to, which the engine keeps
+     * with the job (rec.seg of its later records) for compaction. */
+    uint32_t (*record)(void *ctx, const struct rec *r);
     /* Fills the process facts for stats; may be NULL (zeros). */
     void (*info)(void *ctx, struct engine_info *out);
 };
@@ -107,6 +109,18 @@ void engine_set_draining(struct engine *e);
 int engine_apply(struct engine *e, const struct rec *r, uint64_t now);
 /* Ends recovery: frees tubes that only a PAUSE record created. */
 void engine_recovered(struct engine *e);
+
+/* Calls fn once per job with the segment of its newest JOB record. */
+void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg), void *ctx);
+
+/* Compaction: emits a fresh REC_JOB for up to `budget` job-table slots' worth of
+ * jobs whose newest JOB record lies in segment seg, resuming where the last
+ * call stopped. Returns true once a whole pass over the jobs has finished. */
+bool engine_compact(struct engine *e, uint32_t seg, size_t budget);
+
+/* Emits what a new log segment must begin with: REC_NEXTID, then REC_PAUSE
+ * for every paused tube. */
+void engine_log_preamble(struct engine *e, uint64_t now);
 
 /* Counts, for tests and metrics. */
 size_t engine_job_count(const struct engine *e);

@@ -31,7 +31,7 @@ static void on_deliver(void *ctx, struct session *s, const struct reply *r)
     DL[NDL++] = (struct delivery){s, r->code, r->id};
 }
 
-static void on_record(void *ctx, const struct rec *r)
+static uint32_t on_record(void *ctx, const struct rec *r)
 {
     (void)ctx;
     if (NREC < 1024) {
@@ -39,6 +39,7 @@ static void on_record(void *ctx, const struct rec *r)
         REC_IDS[NREC] = r->id;
         NREC++;
     }
+    return 7;
 }
 
 static void on_info(void *ctx, struct engine_info *in)
@@ -1020,7 +1021,7 @@ struct saved {
 static struct saved *SAVED;
 static size_t NSAVED, CAPSAVED;
 
-static void on_save(void *ctx, const struct rec *r)
+static uint32_t on_save(void *ctx, const struct rec *r)
 {
     (void)ctx;
     if (NSAVED == CAPSAVED) {
@@ -1037,6 +1038,7 @@ static void on_save(void *ctx, const struct rec *r)
         memcpy(s->body, r->body, r->body_len);
         s->r.body = s->body;
     }
+    return 1;
 }
 
 static struct engine *replay(void)
@@ -1187,4 +1189,57 @@ Test(engine, replayed_pause_of_a_tube_without_jobs_leaves_no_tube)
     engine_recovered(E);
     cr_assert_eq(engine_tube_count(E), 1);
     cr_assert_eq(engine_next_wakeup(E), UINT64_MAX);
+}
+
+/* ---- compaction --------------------------------------------------------- */
+
+static size_t SEGS[16];
+static void count_seg(void *ctx, uint32_t seg)
+{
+    (void)ctx;
+    SEGS[seg]++;
+}
+
+static uint32_t CUR_SEG = 1;
+static uint32_t on_seg_record(void *ctx, const struct rec *r)
+{
+    (void)ctx;
+    (void)r;
+    return CUR_SEG;
+}
+
+Test(engine, compaction_moves_every_job_of_a_segment_forward)
+{
+    engine_free(E);
+    struct engine_config cfg = {.max_job_size = 65535};
+    struct engine_hooks h = {.record = on_seg_record};
+    E = engine_new(&cfg, &h, NOW);
+    struct session *s = sess();
+    for (int i = 0; i < 3000; i++)
+        put(s, 0, "x");
+    CUR_SEG = 2;
+    for (int i = 0; i < 1000; i++)
+        put(s, 0, "y");
+    CUR_SEG = 3;
+    while (!engine_compact(E, 1, 100))
+        ;
+    memset(SEGS, 0, sizeof SEGS);
+    engine_foreach_seg(E, count_seg, NULL);
+    cr_assert_eq(SEGS[1], 0);
+    cr_assert_eq(SEGS[2], 1000);
+    cr_assert_eq(SEGS[3], 3000);
+}
+
+Test(engine, log_preamble_carries_the_id_counter_and_live_pauses)
+{
+    struct session *s = sess();
+    put(s, 0, "x");
+    named(s, OP_USE, "p");
+    put(s, 0, "y");
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "p", .name_len = 1, .delay = 30});
+    NREC = 0;
+    engine_log_preamble(E, NOW);
+    cr_assert_eq(NREC, 2);
+    cr_assert_eq(RECS[0], REC_NEXTID);
+    cr_assert_eq(RECS[1], REC_PAUSE);
 }
