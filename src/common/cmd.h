@@ -81,7 +81,7 @@ enum rcode {
     R_NOT_IGNORED,
     R_KICKED_N,        /* KICKED <count> */
     R_KICKED,          /* KICKED (kick-job) */
-    R_OK,              /* OK <bytes>\r\n<yaml>\r\n, yaml built from kv */
+    R_YAML,              /* OK <bytes>\r\n<yaml>\r\n, yaml built from kv */
     R_PAUSED,
     R_DRAINING,
     R_OUT_OF_MEMORY,

@@ -864,7 +864,7 @@ static struct kv kv_s(const char *k, const char *s)
 
 static void reply_kv(struct reply *out, struct engine *e, size_t n)
 {
-    out->code = R_OK;
+    out->code = R_YAML;
     out->kv = e->kv;
     out->nkv = n;
 }

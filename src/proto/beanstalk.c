@@ -730,7 +730,7 @@ static int write_reply(struct buf *b, const struct reply *r)
         return buf_appendf(b, "WATCHING %" PRIu64 "\r\n", r->count);
     case R_KICKED_N:
         return buf_appendf(b, "KICKED %" PRIu64 "\r\n", r->count);
-    case R_OK:
+    case R_YAML:
         return write_ok(b, r);
     default:
         break;

@@ -96,6 +96,12 @@ static size_t payload_size(const struct rec *r)
     return 0;
 }
 
+size_t record_size(const struct rec *r)
+{
+    size_t n = payload_size(r);
+    return n ? REC_HEAD + n : 0;
+}
+
 int record_encode(struct buf *b, uint64_t seq, const struct rec *r)
 {
     size_t n = payload_size(r);

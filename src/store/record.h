@@ -49,6 +49,9 @@ enum rec_status {
     REC_CORRUPT = -2      /* checksum, length or field out of range */
 };
 
+/* Bytes record r takes, or 0 if it cannot be encoded. */
+size_t record_size(const struct rec *r);
+
 /* Appends record r with sequence number seq to b. Returns 0, or -1 if out of
  * memory (b is then unchanged). */
 int record_encode(struct buf *b, uint64_t seq, const struct rec *r);

@@ -122,7 +122,7 @@ static void tick(uint64_t ns)
 static const char *kv_get(const struct reply *r, const char *key)
 {
     static char buf[256];
-    cr_assert_eq(r->code, R_OK);
+    cr_assert_eq(r->code, R_YAML);
     for (size_t i = 0; i < r->nkv; i++) {
         const struct kv *k = &r->kv[i];
         if (!k->key || strcmp(k->key, key) != 0)
@@ -663,7 +663,7 @@ Test(engine, list_tubes_watched_keeps_beanstalkd_swap_remove_order)
     named(s, OP_WATCH, "b");
     named(s, OP_IGNORE, "default");
     struct reply r = op(s, OP_LIST_TUBES_WATCHED);
-    cr_assert_eq(r.code, R_OK);
+    cr_assert_eq(r.code, R_YAML);
     cr_assert_eq(r.nkv, 2);
     cr_assert_eq(r.kv[0].type, KV_ITEM);
     cr_assert_eq(memcmp(r.kv[0].s, "b", 1), 0);
@@ -687,7 +687,7 @@ Test(engine, unused_tubes_are_freed_and_default_stays)
     engine_session_close(E, s, NOW);
     cr_assert_eq(engine_tube_count(E), 1);
     struct session *t = sess();
-    cr_assert_eq(named(t, OP_STATS_TUBE, "default").code, R_OK);
+    cr_assert_eq(named(t, OP_STATS_TUBE, "default").code, R_YAML);
 }
 
 Test(engine, list_tubes_shows_creation_order_with_swap_remove)

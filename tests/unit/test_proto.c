@@ -1553,7 +1553,7 @@ Test(reply, ok_counts_yaml_bytes_but_not_the_final_crlf)
         { .key = "draining", .type = KV_BOOL, .v.b = 0 },
         { .key = "up", .type = KV_BOOL, .v.b = 1 },
     };
-    struct reply r = { .code = R_OK, .kv = kv, .nkv = sizeof kv / sizeof kv[0] };
+    struct reply r = { .code = R_YAML, .kv = kv, .nkv = sizeof kv / sizeof kv[0] };
     const char *yaml = "---\nid: 5\ntube: \"default\"\nstate: ready\npause-time-left: -5\n"
                        "rusage-utime: 0.001000\ndraining: false\nup: true\n";
     char *want = fmt("OK %zu\r\n%s\r\n", strlen(yaml), yaml);
@@ -1568,14 +1568,14 @@ Test(reply, ok_list_items_are_unquoted)
         { .type = KV_ITEM, .s = "default", .n = 7 },
         { .type = KV_ITEM, .s = "foo", .n = 3 },
     };
-    struct reply r = { .code = R_OK, .kv = kv, .nkv = 2 };
+    struct reply r = { .code = R_YAML, .kv = kv, .nkv = 2 };
 
     REPLY_IS(&r, "OK 20\r\n---\n- default\n- foo\n\r\n");
 }
 
 Test(reply, ok_with_no_lines_is_just_the_header)
 {
-    struct reply r = { .code = R_OK };
+    struct reply r = { .code = R_YAML };
 
     REPLY_IS(&r, "OK 4\r\n---\n\r\n");
 }
@@ -1588,7 +1588,7 @@ Test(reply, ok_extreme_numbers)
         { .key = "c", .type = KV_U64, .v.u = 0 },
         { .key = "d", .type = KV_I64, .v.i = 0 },
     };
-    struct reply r = { .code = R_OK, .kv = kv, .nkv = 4 };
+    struct reply r = { .code = R_YAML, .kv = kv, .nkv = 4 };
 
     REPLY_IS(&r, "OK 62\r\n---\na: 18446744073709551615\nb: -9223372036854775808\nc: 0\nd: 0\n"
                  "\r\n");
@@ -1613,7 +1613,7 @@ Test(reply, ok_stats_job_document_matches_beanstalkd_layout)
         { .key = "buries", .type = KV_U64, .v.u = 0 },
         { .key = "kicks", .type = KV_U64, .v.u = 0 },
     };
-    struct reply r = { .code = R_OK, .kv = kv, .nkv = 14 };
+    struct reply r = { .code = R_YAML, .kv = kv, .nkv = 14 };
     const char *yaml = "---\nid: 1\ntube: \"default\"\nstate: ready\npri: 0\nage: 0\ndelay: 0\n"
                        "ttr: 1\ntime-left: 0\nfile: 0\nreserves: 0\ntimeouts: 0\nreleases: 0\n"
                        "buries: 0\nkicks: 0\n";

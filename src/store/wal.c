@@ -1,0 +1,791 @@
+/* wal.c -- write-ahead log (see wal.h for the contract and invariants).
+ *
+ * The server's thread encodes records into `out`; wal_flush() moves `out` to
+ * the queue; the writer thread takes the whole queue at once, writes it,
+ * fdatasyncs once, publishes the last sequence number and pokes an eventfd.
+ * Segment numbers fit in 32 bits in jobs' tags: at 10 MiB a segment that is
+ * 40 PiB of log, so the wrap is not handled.
+ */
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/buf.h"
+#include "record.h"
+
+#define COMPACT_BUDGET 4096        /* job-table slots scanned per compaction step */
+#define COMPACT_ROUNDS 8           /* compaction steps per loop turn, at most */
+
+struct seg {
+    uint64_t num;
+    uint64_t bytes;                /* file size, as appended (header included) */
+    uint64_t live;                 /* live jobs whose newest snapshot is here */
+    uint64_t live_bytes;           /* their snapshot records' bytes */
+};
+
+struct chunk {
+    uint64_t seg;                  /* the segment these bytes belong to */
+    struct buf data;
+    uint64_t last_seq;             /* sequence number of the last record in data */
+};
+
+struct wal {
+    struct wal_config cfg;
+    char *dir;
+    int dirfd;
+    const struct wal_io *io;
+
+    /* Server thread. */
+    struct seg *segs;              /* oldest first; the last is being written */
+    size_t nsegs, capsegs;
+    uint64_t next_seq;
+    uint64_t appended;             /* last sequence number appended */
+    struct buf out;                /* encoded, not yet handed to the writer */
+    uint64_t out_seg;
+    bool in_preamble;
+    void (*preamble)(void *ctx);
+    void *preamble_ctx;
+    uint64_t written, migrated, recovered;
+    bool compacting;
+
+    /* Shared, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct chunk *q;
+    size_t nq, capq;
+    uint64_t *dels;                /* segments to unlink once what precedes them is synced */
+    size_t ndels, capdels;
+    bool stop;
+    bool running;
+    pthread_t thread;
+
+    /* Published by the writer. */
+    _Atomic uint64_t synced;
+    _Atomic int failed;
+    int efd;
+
+    /* Writer thread only. */
+    int fd;
+    uint64_t fd_seg;
+    bool dirty;                    /* written since the last fdatasync */
+    uint64_t dirty_seq;            /* last sequence number written */
+    uint64_t last_sync_ms;
+};
+
+static const struct wal_io real_io = {.write = write, .fdatasync = fdatasync};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void seg_path(const struct wal *w, uint64_t num, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%020" PRIu64 ".wal", w->dir, num);
+}
+
+static void warn(const struct wal *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(const struct wal *w, const char *fmt, ...)
+{
+    if (!w->cfg.warn)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    w->cfg.warn(w->cfg.warn_ctx, msg);
+}
+
+/* Writes all n bytes, retrying short writes and EINTR. Returns 0 or -errno. */
+static int write_all(const struct wal *w, int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = w->io->write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -errno;
+        if (k == 0)
+            return -EIO;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static int sync_fd(const struct wal *w, int fd)
+{
+    int rc;
+    do
+        rc = w->io->fdatasync(fd);
+    while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : 0;
+}
+
+static int sync_dir(const struct wal *w)
+{
+    int rc;
+    do
+        rc = fsync(w->dirfd);
+    while (rc < 0 && errno == EINTR);
+    (void)w;
+    return rc < 0 ? -errno : 0;
+}
+
+static struct seg *cur(struct wal *w) { return &w->segs[w->nsegs - 1]; }
+
+static struct seg *find_seg(struct wal *w, uint64_t num)
+{
+    /* Segments are numbered consecutively except across a repaired gap, so
+     * try the direct index first. */
+    if (w->nsegs && num >= w->segs[0].num) {
+        size_t i = (size_t)(num - w->segs[0].num);
+        if (i < w->nsegs && w->segs[i].num == num)
+            return &w->segs[i];
+    }
+    for (size_t i = 0; i < w->nsegs; i++)
+        if (w->segs[i].num == num)
+            return &w->segs[i];
+    return NULL;
+}
+
+static int push_seg(struct wal *w, uint64_t num, uint64_t bytes)
+{
+    if (w->nsegs == w->capsegs) {
+        size_t cap = w->capsegs ? w->capsegs * 2 : 16;
+        struct seg *p = realloc(w->segs, cap * sizeof *p);
+        if (!p)
+            return -1;
+        w->segs = p;
+        w->capsegs = cap;
+    }
+    w->segs[w->nsegs++] = (struct seg){.num = num, .bytes = bytes};
+    return 0;
+}
+
+/* Bytes of the REC_JOB record of a job with these lengths. */
+static uint64_t job_record_bytes(size_t tube_len, size_t body_len)
+{
+    return REC_HEAD + 70 + tube_len + body_len;
+}
+
+/* ---- writer thread ------------------------------------------------------ */
+
+static void notify(struct wal *w)
+{
+    uint64_t one = 1;
+    ssize_t k = write(w->efd, &one, sizeof one);
+    (void)k; /* a full eventfd counter still wakes the reader */
+}
+
+static void fail(struct wal *w, int err)
+{
+    int none = 0;
+    atomic_compare_exchange_strong(&w->failed, &none, err > 0 ? err : EIO);
+}
+
+/* Makes fd the file of segment num, creating it with its header. */
+static int open_segment(struct wal *w, uint64_t num)
+{
+    if (w->fd >= 0 && w->fd_seg == num)
+        return 0;
+    if (w->fd >= 0) {
+        /* The old segment must be whole on disk before the next one starts:
+         * recovery only forgives a torn tail in the last segment. */
+        int rc = w->dirty ? sync_fd(w, w->fd) : 0;
+        close(w->fd);
+        w->fd = -1;
+        if (rc < 0)
+            return rc;
+        w->dirty = false;
+    }
+    char path[4096];
+    seg_path(w, num, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    unsigned char h[REC_HEADER_SIZE];
+    record_header(h, num);
+    int rc = write_all(w, fd, (const char *)h, sizeof h);
+    if (rc == 0)
+        rc = sync_dir(w);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    w->fd = fd;
+    w->fd_seg = num;
+    w->dirty = true;
+    return 0;
+}
+
+/* Writes, syncs and deletes what one turn of the writer took from the queue. */
+static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *dels, size_t ndels,
+                        bool final)
+{
+    int rc = 0;
+    for (size_t i = 0; i < nq && rc == 0 && !atomic_load(&w->failed); i++) {
+        rc = open_segment(w, q[i].seg);
+        if (rc == 0)
+            rc = write_all(w, w->fd, q[i].data.data, q[i].data.len);
+        if (rc == 0 && q[i].data.len) {
+            w->dirty = true;
+            w->dirty_seq = q[i].last_seq;
+        }
+    }
+    if (rc < 0) {
+        fail(w, -rc);
+        return;
+    }
+    if (atomic_load(&w->failed))
+        return;
+    int64_t pol = w->cfg.fsync;
+    uint64_t now = mono_ms();
+    bool sync = w->dirty && w->fd >= 0 &&
+                (pol == WAL_FSYNC_ALWAYS || ndels > 0 || final ||
+                 (pol > 0 && now - w->last_sync_ms >= (uint64_t)pol));
+    if (sync) {
+        rc = sync_fd(w, w->fd);
+        if (rc < 0) {
+            fail(w, -rc);
+            return;
+        }
+        w->dirty = false;
+        w->last_sync_ms = now;
+    }
+    if (pol == WAL_FSYNC_ALWAYS ? !w->dirty : true)
+        atomic_store(&w->synced, w->dirty_seq);
+    for (size_t i = 0; i < ndels; i++) {
+        char path[4096];
+        seg_path(w, dels[i], path, sizeof path);
+        if (unlink(path) < 0 && errno != ENOENT)
+            warn(w, "cannot remove %s: %s", path, strerror(errno));
+    }
+    if (ndels && (rc = sync_dir(w)) < 0)
+        fail(w, -rc);
+}
+
+static void *writer_main(void *arg)
+{
+    struct wal *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->nq && !w->ndels && !w->stop) {
+            if (w->cfg.fsync > 0 && w->dirty) {
+                /* Sync within the policy's interval even if nothing new comes. */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += (long)(w->cfg.fsync % 1000) * 1000000;
+                ts.tv_sec += w->cfg.fsync / 1000 + ts.tv_nsec / 1000000000;
+                ts.tv_nsec %= 1000000000;
+                if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
+                    break;
+            } else {
+                pthread_cond_wait(&w->cv, &w->mu);
+            }
+        }
+        struct chunk *q = w->q;
+        size_t nq = w->nq;
+        uint64_t *dels = w->dels;
+        size_t ndels = w->ndels;
+        bool stop = w->stop;
+        w->q = NULL;
+        w->nq = w->capq = 0;
+        w->dels = NULL;
+        w->ndels = w->capdels = 0;
+        pthread_mutex_unlock(&w->mu);
+
+        write_batch(w, q, nq, dels, ndels, stop);
+        for (size_t i = 0; i < nq; i++)
+            buf_destroy(&q[i].data);
+        free(q);
+        free(dels);
+        notify(w);
+
+        pthread_mutex_lock(&w->mu);
+        if (stop && !w->nq && !w->ndels)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- appending ---------------------------------------------------------- */
+
+void wal_flush(struct wal *w)
+{
+    if (!w || !w->out.len)
+        return;
+    pthread_mutex_lock(&w->mu);
+    if (w->nq == w->capq) {
+        size_t cap = w->capq ? w->capq * 2 : 8;
+        struct chunk *p = realloc(w->q, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&w->mu);
+            fail(w, ENOMEM);
+            notify(w);
+            return;
+        }
+        w->q = p;
+        w->capq = cap;
+    }
+    w->q[w->nq++] = (struct chunk){.seg = w->out_seg, .data = w->out, .last_seq = w->appended};
+    buf_init(&w->out);
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Starts segment number cur+1 and asks for its preamble. */
+static int rotate(struct wal *w)
+{
+    wal_flush(w);
+    if (push_seg(w, cur(w)->num + 1, REC_HEADER_SIZE) < 0)
+        return -1;
+    w->out_seg = cur(w)->num;
+    if (w->preamble) {
+        w->in_preamble = true;
+        w->preamble(w->preamble_ctx);
+        w->in_preamble = false;
+    }
+    return 0;
+}
+
+uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg)
+{
+    if (atomic_load(&w->failed))
+        return 0;
+    if (!w->in_preamble && cur(w)->bytes > REC_HEADER_SIZE &&
+        cur(w)->bytes + record_size(r) > w->cfg.segment_size && rotate(w) < 0) {
+        fail(w, ENOMEM);
+        return 0;
+    }
+    size_t before = w->out.len;
+    if (record_encode(&w->out, w->next_seq, r) < 0) {
+        fail(w, ENOMEM);
+        notify(w);
+        return 0;
+    }
+    struct seg *c = cur(w);
+    c->bytes += w->out.len - before;
+    if (r->type == REC_JOB || r->type == REC_DELETE) {
+        uint64_t jb = job_record_bytes(r->tube_len, r->body_len);
+        struct seg *old = r->seg ? find_seg(w, r->seg) : NULL;
+        if (old && old->live) {
+            old->live--;
+            old->live_bytes -= old->live_bytes >= jb ? jb : old->live_bytes;
+        }
+        if (r->type == REC_JOB) {
+            c->live++;
+            c->live_bytes += jb;
+            if (w->compacting)
+                w->migrated++;
+        }
+    }
+    w->written++;
+    w->appended = w->next_seq++;
+    if (seg)
+        *seg = (uint32_t)c->num;
+    return w->appended;
+}
+
+/* ---- compaction --------------------------------------------------------- */
+
+/* Queues the oldest segment for deletion once what precedes it is durable. */
+static int drop_oldest(struct wal *w)
+{
+    wal_flush(w);
+    pthread_mutex_lock(&w->mu);
+    if (w->ndels == w->capdels) {
+        size_t cap = w->capdels ? w->capdels * 2 : 8;
+        uint64_t *p = realloc(w->dels, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&w->mu);
+            return -1;
+        }
+        w->dels = p;
+        w->capdels = cap;
+    }
+    w->dels[w->ndels++] = w->segs[0].num;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    memmove(&w->segs[0], &w->segs[1], (w->nsegs - 1) * sizeof w->segs[0]);
+    w->nsegs--;
+    return 0;
+}
+
+void wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
+                  void *ctx)
+{
+    if (!w || atomic_load(&w->failed))
+        return;
+    for (int round = 0; round < COMPACT_ROUNDS; round++) {
+        /* Segments where nothing live has its snapshot go at once; the
+         * segment being written never does. */
+        while (w->nsegs >= 2 && w->segs[0].live == 0)
+            if (drop_oldest(w) < 0)
+                return;
+        if (w->nsegs < 2)
+            return;
+        struct wal_stats st;
+        wal_get_stats(w, &st);
+        if (st.disk_bytes <= 2 * st.live_bytes + 2 * w->cfg.segment_size)
+            return;
+        w->compacting = true;
+        compact(ctx, (uint32_t)w->segs[0].num, COMPACT_BUDGET);
+        w->compacting = false;
+    }
+}
+
+/* ---- recovery ----------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Segment numbers in the directory, sorted. Returns the count or -errno. */
+static ssize_t list_segments(struct wal *w, uint64_t **out)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return -errno;
+    uint64_t *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *s = de->d_name;
+        size_t len = strlen(s);
+        if (len != 24 || strcmp(s + 20, ".wal") != 0 || strspn(s, "0123456789") != 20)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *p = realloc(v, cap * sizeof *p);
+            if (!p) {
+                free(v);
+                closedir(d);
+                return -ENOMEM;
+            }
+            v = p;
+        }
+        v[n++] = strtoull(s, NULL, 10);
+    }
+    closedir(d);
+    if (n)
+        qsort(v, n, sizeof *v, cmp_u64);
+    *out = v;
+    return (ssize_t)n;
+}
+
+static int truncate_file(const char *path, uint64_t size)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+struct replay {
+    int (*fn)(void *ctx, const struct rec *r);
+    void *ctx;
+    uint64_t last_seq;             /* 0 before the first record */
+    char *err;
+    size_t errlen;
+};
+
+/* Replays one segment file. Returns 0 or -1 with a message. */
+static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool last)
+{
+    char path[4096];
+    seg_path(w, num, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(rp->err, rp->errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(rp->err, rp->errlen, "cannot stat %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size;
+    const unsigned char *p = NULL;
+    if (size) {
+        p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            snprintf(rp->err, rp->errlen, "cannot map %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    close(fd);
+    int rc = 0;
+    uint64_t hnum = 0;
+    int h = record_header_check(p, size, &hnum);
+    if (h == REC_OK && hnum != num) {
+        snprintf(rp->err, rp->errlen,
+                 "%s: its header says segment %" PRIu64 ": a segment is missing or duplicated",
+                 path, hnum);
+        rc = -1;
+        goto out;
+    }
+    if (h != REC_OK) {
+        /* Only a file that holds at most a header can be a segment whose
+         * creation was cut short; anything longer is damage. */
+        if ((last && size <= REC_HEADER_SIZE) || w->cfg.repair) {
+            warn(w, "%s: %s segment header; removing the file", path,
+                 h == REC_TRUNCATED ? "incomplete" : "corrupt");
+            if (p)
+                munmap((void *)p, size);
+            if (unlink(path) < 0) {
+                snprintf(rp->err, rp->errlen, "cannot remove %s: %s", path, strerror(errno));
+                return -1;
+            }
+            return 1;
+        }
+        snprintf(rp->err, rp->errlen,
+                 "%s: corrupt segment header; start with --repair to remove the file", path);
+        rc = -1;
+        goto out;
+    }
+    size_t off = REC_HEADER_SIZE;
+    while (off < size) {
+        struct rec r;
+        uint64_t seq;
+        size_t used;
+        int line;
+        int d = record_decode(p + off, size - off, &r, &seq, &used, &line);
+        if (d == REC_OK && rp->last_seq && seq != rp->last_seq + 1 && !w->cfg.repair) {
+            snprintf(rp->err, rp->errlen,
+                     "%s at offset %zu: record %" PRIu64 " follows record %" PRIu64
+                     ": a segment is missing or duplicated; start with --repair to accept it",
+                     path, off, seq, rp->last_seq);
+            rc = -1;
+            goto out;
+        }
+        if (d != REC_OK) {
+            const char *why = d == REC_TRUNCATED ? "torn record" : "corrupt record";
+            if (!last && !w->cfg.repair) {
+                snprintf(rp->err, rp->errlen,
+                         "%s at offset %zu: %s (decoder line %d) before the last segment; "
+                         "start with --repair to truncate there",
+                         path, off, why, line);
+                rc = -1;
+                goto out;
+            }
+            warn(w, "%s at offset %zu: %s; truncating the %zu bytes from there", path, off, why,
+                 size - off);
+            if (truncate_file(path, off) < 0) {
+                snprintf(rp->err, rp->errlen, "cannot truncate %s: %s", path, strerror(errno));
+                rc = -1;
+                goto out;
+            }
+            size = off;
+            break;
+        }
+        r.seg = (uint32_t)num;
+        if (rp->fn(rp->ctx, &r) < 0) {
+            snprintf(rp->err, rp->errlen, "%s at offset %zu: out of memory replaying", path, off);
+            rc = -1;
+            goto out;
+        }
+        rp->last_seq = seq;
+        w->recovered++;
+        off += used;
+    }
+    if (push_seg(w, num, off) < 0) {
+        snprintf(rp->err, rp->errlen, "out of memory");
+        rc = -1;
+    }
+out:
+    if (p)
+        munmap((void *)p, st.st_size ? (size_t)st.st_size : 1);
+    return rc;
+}
+
+static void wal_free(struct wal *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        close(w->fd);
+    if (w->dirfd >= 0)
+        close(w->dirfd);
+    if (w->efd >= 0)
+        close(w->efd);
+    for (size_t i = 0; i < w->nq; i++)
+        buf_destroy(&w->q[i].data);
+    free(w->q);
+    free(w->dels);
+    buf_destroy(&w->out);
+    free(w->segs);
+    free(w->dir);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+struct wal *wal_open(const struct wal_config *cfg, int (*fn)(void *ctx, const struct rec *r),
+                     void *ctx, char *err, size_t errlen)
+{
+    struct wal *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->cfg = *cfg;
+    if (!w->cfg.segment_size)
+        w->cfg.segment_size = WAL_SEGMENT_DEFAULT;
+    w->io = cfg->io ? cfg->io : &real_io;
+    w->dirfd = w->efd = w->fd = -1;
+    w->next_seq = 1;
+    buf_init(&w->out);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->dir = strdup(cfg->dir);
+    if (!w->dir) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (mkdir(w->dir, 0755) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", w->dir, strerror(errno));
+        goto fail;
+    }
+    w->dirfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->dirfd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", w->dir, strerror(errno));
+        goto fail;
+    }
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->efd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    uint64_t *nums = NULL;
+    ssize_t n = list_segments(w, &nums);
+    if (n < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", w->dir, strerror((int)-n));
+        goto fail;
+    }
+    struct replay rp = {.fn = fn, .ctx = ctx, .err = err, .errlen = errlen};
+    uint64_t last_num = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        int rc = replay_segment(w, &rp, nums[i], i == n - 1);
+        if (rc < 0) {
+            free(nums);
+            goto fail;
+        }
+        last_num = nums[i];
+    }
+    free(nums);
+    w->next_seq = rp.last_seq + 1;
+    w->appended = rp.last_seq;
+    atomic_store(&w->synced, rp.last_seq);
+    /* The new segment continues the numbering after every file seen. */
+    if (push_seg(w, last_num + 1, REC_HEADER_SIZE) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    w->out_seg = cur(w)->num;
+    return w;
+fail:
+    wal_free(w);
+    return NULL;
+}
+
+void wal_note_live(struct wal *w, uint32_t seg, size_t bytes)
+{
+    struct seg *s = seg ? find_seg(w, seg) : NULL;
+    if (!s)
+        return;
+    s->live++;
+    s->live_bytes += job_record_bytes(0, bytes);
+}
+
+int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx)
+{
+    w->preamble = preamble;
+    w->preamble_ctx = ctx;
+    w->last_sync_ms = mono_ms();
+    int rc = pthread_create(&w->thread, NULL, writer_main, w);
+    if (rc)
+        return -rc;
+    w->running = true;
+    if (preamble) {
+        w->in_preamble = true;
+        preamble(ctx);
+        w->in_preamble = false;
+    }
+    wal_flush(w);
+    return 0;
+}
+
+/* ---- queries and shutdown ----------------------------------------------- */
+
+uint64_t wal_synced(const struct wal *w) { return atomic_load(&w->synced); }
+uint64_t wal_appended(const struct wal *w) { return w->appended; }
+int wal_failed(const struct wal *w) { return atomic_load(&w->failed); }
+int64_t wal_fsync_policy(const struct wal *w) { return w->cfg.fsync; }
+int wal_event_fd(const struct wal *w) { return w->efd; }
+
+void wal_event_ack(struct wal *w)
+{
+    uint64_t v;
+    ssize_t k = read(w->efd, &v, sizeof v);
+    (void)k; /* EAGAIN: nothing was pending */
+}
+
+void wal_get_stats(const struct wal *w, struct wal_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->segments = w->nsegs;
+    if (w->nsegs) {
+        out->oldest = w->segs[0].num;
+        out->current = w->segs[w->nsegs - 1].num;
+    }
+    for (size_t i = 0; i < w->nsegs; i++) {
+        out->disk_bytes += w->segs[i].bytes;
+        out->live_bytes += w->segs[i].live_bytes;
+    }
+    out->written = w->written;
+    out->migrated = w->migrated;
+    out->segment_size = w->cfg.segment_size;
+    out->recovered = w->recovered;
+}
+
+void wal_close(struct wal *w)
+{
+    if (!w)
+        return;
+    if (w->running) {
+        wal_flush(w);
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        pthread_cond_signal(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+    }
+    wal_free(w);
+}

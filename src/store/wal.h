@@ -1,0 +1,120 @@
+/* wal.h -- write-ahead log: segment files, group commit, recovery, compaction.
+ *
+ * Owns: the log directory, its segment files, one writer thread, and the
+ * encoded records between wal_append() and their fdatasync. Record and header
+ * bytes are record.h's; docs/storage.md describes the whole format.
+ *
+ *   <dir>/NNNNNNNNNNNNNNNNNNNN.wal   segment number, 20 decimal digits
+ *
+ * Threads: every function here is for the server's thread except the writer,
+ * which is private. The server appends records as the engine emits them,
+ * calls wal_flush() once per loop turn to hand the batch to the writer, and
+ * learns through wal_event_fd() when wal_synced() has moved: one fdatasync
+ * covers every record of a batch, so many puts share one sync.
+ *
+ * Invariants:
+ * - Record sequence numbers grow by exactly 1 across the whole log; recovery
+ *   treats a jump as a missing or duplicated segment.
+ * - Every segment begins with the engine's preamble (REC_NEXTID, REC_PAUSE for
+ *   paused tubes), so dropping older segments never loses the id counter.
+ * - A job's newest REC_JOB lies in the oldest segment that holds any of its
+ *   records: so the oldest segment may be deleted as soon as no live job's
+ *   newest snapshot lies in it. Compaction re-snapshots those jobs forward.
+ * - wal_synced() never runs ahead of fdatasync(); a failed write or fsync is
+ *   sticky (wal_failed()), and nothing after it is ever reported synced.
+ * - Segments are fdatasync'd before the next one is started, and the
+ *   directory is fsync'd after a segment is created or removed.
+ */
+#ifndef DK_WAL_H
+#define DK_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../common/rec.h"
+
+#define WAL_FSYNC_ALWAYS 0         /* fsync before every reply that needs it */
+#define WAL_FSYNC_NEVER (-1)       /* leave it to the kernel */
+#define WAL_SEGMENT_DEFAULT (10u << 20) /* bytes */
+
+/* The system calls the log makes, replaceable so tests can inject faults. */
+struct wal_io {
+    ssize_t (*write)(int fd, const void *p, size_t n);
+    int (*fdatasync)(int fd);
+};
+
+struct wal_config {
+    const char *dir;
+    int64_t fsync;               /* WAL_FSYNC_ALWAYS, WAL_FSYNC_NEVER, or ms between syncs */
+    uint64_t segment_size;       /* bytes; 0 means WAL_SEGMENT_DEFAULT */
+    bool repair;                 /* truncate at corruption anywhere instead of refusing */
+    const struct wal_io *io;     /* NULL: the real system calls */
+    /* Receives recovery warnings (torn tail truncated, ...); may be NULL. */
+    void (*warn)(void *ctx, const char *msg);
+    void *warn_ctx;
+};
+
+struct wal_stats {
+    uint64_t oldest;             /* number of the oldest segment */
+    uint64_t current;            /* number of the segment being written */
+    uint64_t segments;           /* files */
+    uint64_t disk_bytes;         /* bytes in all segments */
+    uint64_t live_bytes;         /* bytes of the newest snapshots of live jobs */
+    uint64_t written;            /* records appended by this process */
+    uint64_t migrated;           /* of those, snapshots written by compaction */
+    uint64_t segment_size;       /* bytes */
+    uint64_t recovered;          /* records replayed at open */
+};
+
+struct wal;
+
+/* Opens (creating) the log directory and replays every record, oldest first,
+ * through fn, with rec.seg set to the segment it came from. A torn or corrupt
+ * tail of the last segment is truncated with a warning; corruption anywhere
+ * else fails unless cfg->repair. Returns NULL with a message in err on
+ * failure (the message names the file and offset). Free with wal_close(). */
+struct wal *wal_open(const struct wal_config *cfg, int (*fn)(void *ctx, const struct rec *r),
+                     void *ctx, char *err, size_t errlen);
+
+/* After replay: tells the log where each live job's newest snapshot is (call
+ * once per job; bytes = tube length + body length), then starts the writer
+ * and a fresh segment, whose preamble is requested through preamble(ctx).
+ * Returns 0 or -errno. */
+void wal_note_live(struct wal *w, uint32_t seg, size_t bytes);
+int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx);
+
+/* Appends a record. Returns its sequence number (> 0), or 0 if the log has
+ * failed or is out of memory; *seg gets the segment it went to. */
+uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg);
+
+/* Hands the records appended since the last call to the writer thread. */
+void wal_flush(struct wal *w);
+
+/* The highest sequence number known durable (under fsync=always), or written
+ * to the kernel (other policies). */
+uint64_t wal_synced(const struct wal *w);
+/* The last sequence number appended. */
+uint64_t wal_appended(const struct wal *w);
+/* 0, or the errno of the write or fsync that failed the log. */
+int wal_failed(const struct wal *w);
+int64_t wal_fsync_policy(const struct wal *w);
+
+/* Readable whenever wal_synced() or wal_failed() may have changed; call
+ * wal_event_ack() after reading. */
+int wal_event_fd(const struct wal *w);
+void wal_event_ack(struct wal *w);
+
+/* One bounded step of compaction; call once per loop turn. compact(ctx, seg,
+ * budget) must re-append the live jobs whose newest snapshot is in segment seg
+ * (engine_compact). Deletes the oldest segment once nothing live is in it. */
+void wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
+                  void *ctx);
+
+void wal_get_stats(const struct wal *w, struct wal_stats *out);
+
+/* Flushes, syncs, stops the writer and frees everything. Accepts NULL. */
+void wal_close(struct wal *w);
+
+#endif

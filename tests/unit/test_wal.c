@@ -1,0 +1,661 @@
+/* test_wal.c -- the write-ahead log on real files in a temporary directory:
+ * replay, rotation, torn and corrupt tails, missing segments, injected I/O
+ * failures, group commit, and compaction driven by the real engine. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../src/engine/engine.h"
+#include "../../src/store/record.h"
+#include "../../src/store/wal.h"
+
+static char DIRNAME[256];
+static char WARN[4096];
+
+static void on_warn(void *ctx, const char *msg)
+{
+    (void)ctx;
+    snprintf(WARN, sizeof WARN, "%s", msg);
+}
+
+static void tmpdir_setup(void)
+{
+    snprintf(DIRNAME, sizeof DIRNAME, "/tmp/docket-wal-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(DIRNAME));
+    WARN[0] = 0;
+}
+
+static void tmpdir_teardown(void)
+{
+    DIR *d = opendir(DIRNAME);
+    struct dirent *de;
+    char path[600];
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", DIRNAME, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(DIRNAME);
+}
+
+TestSuite(wal, .init = tmpdir_setup, .fini = tmpdir_teardown, .timeout = 60);
+
+/* ---- a record collector ------------------------------------------------- */
+
+struct got {
+    uint64_t ids[20000];
+    int types[20000];
+    uint32_t segs[20000];
+    size_t n;
+    int fail_at;                   /* make the replay callback fail at this record, 1-based */
+};
+
+static int collect(void *ctx, const struct rec *r)
+{
+    struct got *g = ctx;
+    if (g->fail_at && (int)g->n + 1 == g->fail_at)
+        return -1;
+    if (g->n < 20000) {
+        g->ids[g->n] = r->type == REC_NEXTID ? r->next_id : r->id;
+        g->types[g->n] = r->type;
+        g->segs[g->n] = r->seg;
+    }
+    g->n++;
+    return 0;
+}
+
+static struct wal_config cfg_of(uint64_t segsize)
+{
+    return (struct wal_config){.dir = DIRNAME, .fsync = WAL_FSYNC_ALWAYS,
+                               .segment_size = segsize, .warn = on_warn};
+}
+
+static struct wal *open_log(const struct wal_config *cfg, struct got *g)
+{
+    char err[512] = "";
+    struct wal *w = wal_open(cfg, collect, g, err, sizeof err);
+    cr_assert_not_null(w, "wal_open: %s", err);
+    return w;
+}
+
+static void wait_synced(struct wal *w, uint64_t seq)
+{
+    for (int i = 0; i < 5000 && wal_synced(w) < seq && !wal_failed(w); i++)
+        usleep(1000);
+}
+
+static struct rec job_rec(uint64_t id, size_t body_len)
+{
+    static char body[70000];
+    memset(body, 'b', sizeof body);
+    return (struct rec){.type = REC_JOB, .id = id, .pri = 1, .ttr = 5, .tube = "default",
+                        .tube_len = 7, .body = body, .body_len = body_len};
+}
+
+/* Appends n jobs and hands them to the writer; returns the last sequence
+ * number, or 0 if the log refused one. */
+static uint64_t try_append_jobs(struct wal *w, uint64_t first, int n, size_t body_len)
+{
+    uint64_t seq = 0;
+    for (int i = 0; i < n && (i == 0 || seq); i++) {
+        struct rec r = job_rec(first + (uint64_t)i, body_len);
+        seq = wal_append(w, &r, NULL);
+    }
+    wal_flush(w);
+    return seq;
+}
+
+static uint64_t append_jobs(struct wal *w, uint64_t first, int n, size_t body_len)
+{
+    uint64_t seq = try_append_jobs(w, first, n, body_len);
+    cr_assert_gt(seq, 0);
+    return seq;
+}
+
+/* Segment files in DIRNAME, sorted. */
+static int segment_files(char names[][64], int max)
+{
+    DIR *d = opendir(DIRNAME);
+    struct dirent *de;
+    int n = 0;
+    while ((de = readdir(d)) && n < max)
+        if (strstr(de->d_name, ".wal"))
+            snprintf(names[n++], 64, "%.63s", de->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, 64, (int (*)(const void *, const void *))strcmp);
+    return n;
+}
+
+static off_t file_size(const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, name);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void cut_file(const char *name, off_t size)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, name);
+    cr_assert_eq(truncate(path, size), 0);
+}
+
+static void poke_file(const char *name, off_t off, unsigned char x)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, name);
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    cr_assert_eq(pread(fd, &c, 1, off), 1);
+    c ^= x;
+    cr_assert_eq(pwrite(fd, &c, 1, off), 1);
+    close(fd);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+Test(wal, records_come_back_in_order_after_reopen)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    cr_assert_eq(wal_start(w, NULL, NULL), 0);
+    uint64_t last = append_jobs(w, 1, 100, 10);
+    struct rec del = {.type = REC_DELETE, .id = 7, .tube_len = 7, .body_len = 10};
+    wal_append(w, &del, NULL);
+    wal_flush(w);
+    wait_synced(w, last + 1);
+    cr_assert_eq(wal_synced(w), last + 1);
+    wal_close(w);
+
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 101);
+    for (size_t i = 0; i < 100; i++) {
+        cr_assert_eq(g2.types[i], REC_JOB);
+        cr_assert_eq(g2.ids[i], i + 1);
+        cr_assert_eq(g2.segs[i], 1);
+    }
+    cr_assert_eq(g2.types[100], REC_DELETE);
+    cr_assert_eq(wal_appended(w), 101, "sequence numbers continue");
+    wal_start(w, NULL, NULL);
+    struct rec r = job_rec(500, 1);
+    cr_assert_eq(wal_append(w, &r, NULL), 102);
+    wal_close(w);
+}
+
+Test(wal, segments_rotate_and_each_starts_with_the_preamble)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(4096);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 200, 100);
+    wal_close(w);
+    char names[64][64];
+    int n = segment_files(names, 64);
+    cr_assert_geq(n, 5, "200 records of ~190 bytes in 4 KiB segments");
+    for (int i = 0; i < n; i++)
+        cr_assert_leq(file_size(names[i]), 4096);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 200);
+    cr_assert_eq(g2.segs[199], (uint32_t)n);
+    wal_close(w);
+}
+
+static struct wal *PRE_W;
+static int PRE_CALLS;
+static void preamble(void *ctx)
+{
+    (void)ctx;
+    PRE_CALLS++;
+    struct rec r = {.type = REC_NEXTID, .next_id = 1000 + (uint64_t)PRE_CALLS};
+    wal_append(PRE_W, &r, NULL);
+}
+
+Test(wal, preamble_records_open_every_segment)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(2048);
+    struct wal *w = open_log(&cfg, &g);
+    PRE_W = w;
+    PRE_CALLS = 0;
+    wal_start(w, preamble, NULL);
+    append_jobs(w, 1, 60, 100);
+    wal_close(w);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    uint32_t seg = 0;
+    for (size_t i = 0; i < g2.n; i++) {
+        if (g2.segs[i] != seg) {
+            cr_assert_eq(g2.types[i], REC_NEXTID, "record %zu opens segment %u", i, g2.segs[i]);
+            seg = g2.segs[i];
+        }
+    }
+    cr_assert_eq(PRE_CALLS, (int)seg);
+    wal_close(w);
+}
+
+/* Cutting the last segment anywhere loses only the records after the cut;
+ * the file is truncated to the last whole record, with a warning. */
+Test(wal, torn_tail_at_every_byte_is_truncated_to_the_last_whole_record)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 5, 40);
+    wal_close(w);
+    char names[4][64];
+    cr_assert_eq(segment_files(names, 4), 1);
+    off_t full = file_size(names[0]);
+    size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 40});
+    char path[600], save[600];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, names[0]);
+    snprintf(save, sizeof save, "%s/keep", DIRNAME);
+    for (off_t cut = full - 1; cut >= REC_HEADER_SIZE + (off_t)rec * 3; cut--) {
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "cp %s %s", path, save);
+        cr_assert_eq(system(cmd), 0);
+        cut_file(names[0], cut);
+        struct got g2 = {0};
+        WARN[0] = 0;
+        w = open_log(&cfg, &g2);
+        size_t whole = (size_t)(cut - REC_HEADER_SIZE) / rec;
+        cr_assert_eq(g2.n, whole, "cut at %lld", (long long)cut);
+        if ((size_t)(cut - REC_HEADER_SIZE) % rec) {
+            cr_assert(strstr(WARN, names[0]) && strstr(WARN, "offset"), "warning: %s", WARN);
+            cr_assert_eq(file_size(names[0]), REC_HEADER_SIZE + (off_t)(whole * rec));
+        }
+        wal_close(w);
+        /* The next run starts a new segment; drop it and restore the file. */
+        char names2[4][64];
+        int n2 = segment_files(names2, 4);
+        for (int i = 1; i < n2; i++) {
+            char p2[600];
+            snprintf(p2, sizeof p2, "%s/%s", DIRNAME, names2[i]);
+            unlink(p2);
+        }
+        snprintf(cmd, sizeof cmd, "mv %s %s", save, path);
+        cr_assert_eq(system(cmd), 0);
+    }
+}
+
+Test(wal, bit_flip_in_the_last_segment_truncates_there)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 10, 40);
+    wal_close(w);
+    char names[4][64];
+    segment_files(names, 4);
+    size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 40});
+    poke_file(names[0], REC_HEADER_SIZE + (off_t)(rec * 6) + 30, 0x10);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 6);
+    cr_assert(strstr(WARN, "corrupt record"), "%s", WARN);
+    wal_close(w);
+}
+
+Test(wal, zeroed_tail_is_truncated)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 3, 40);
+    wal_close(w);
+    char names[4][64];
+    segment_files(names, 4);
+    off_t size = file_size(names[0]);
+    cut_file(names[0], size + 4096);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 3);
+    cr_assert_eq(file_size(names[0]), size);
+    wal_close(w);
+}
+
+Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(1024);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 40, 100);
+    wal_close(w);
+    char names[64][64];
+    int n = segment_files(names, 64);
+    cr_assert_geq(n, 3);
+    poke_file(names[1], REC_HEADER_SIZE + 40, 0x01);
+    char err[512] = "";
+    struct got g2 = {0};
+    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    cr_assert(strstr(err, names[1]) && strstr(err, "offset") && strstr(err, "--repair"), "%s",
+              err);
+    cfg.repair = true;
+    struct got g3 = {0};
+    w = open_log(&cfg, &g3);
+    cr_assert_lt(g3.n, 40);
+    cr_assert_gt(g3.n, 0);
+    wal_close(w);
+}
+
+Test(wal, a_missing_segment_is_detected)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(1024);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 40, 100);
+    wal_close(w);
+    char names[64][64];
+    int n = segment_files(names, 64);
+    cr_assert_geq(n, 3);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, names[1]);
+    unlink(path);
+    char err[512] = "";
+    struct got g2 = {0};
+    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    cr_assert(strstr(err, "missing or duplicated"), "%s", err);
+}
+
+Test(wal, a_duplicated_segment_is_detected)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(1024);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 40, 100);
+    wal_close(w);
+    char names[64][64];
+    int n = segment_files(names, 64);
+    /* A copy of segment 1 under the number after the last: its records repeat. */
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp %s/%s %s/%020d.wal", DIRNAME, names[0], DIRNAME, n + 5);
+    cr_assert_eq(system(cmd), 0);
+    char err[512] = "";
+    struct got g2 = {0};
+    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    cr_assert(strstr(err, "missing or duplicated"), "%s", err);
+}
+
+Test(wal, an_incomplete_last_segment_header_is_removed)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 3, 10);
+    wal_close(w);
+    char path[600];
+    snprintf(path, sizeof path, "%s/%020d.wal", DIRNAME, 9);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    cr_assert_eq(write(fd, "DOCK", 4), 4);
+    close(fd);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 3);
+    cr_assert_neq(access(path, F_OK), 0);
+    wal_close(w);
+}
+
+/* ---- injected faults ---------------------------------------------------- */
+
+static atomic_int WRITES, SYNCS, FAIL_WRITE_AT, FAIL_SYNC_AT, FAIL_ERRNO, SHORT_WRITE;
+
+static ssize_t fake_write(int fd, const void *p, size_t n)
+{
+    int k = ++WRITES;
+    if (k == FAIL_WRITE_AT) {
+        if (SHORT_WRITE && n > 1) {
+            ssize_t r = write(fd, p, n / 2);
+            (void)r;
+        }
+        errno = FAIL_ERRNO;
+        return -1;
+    }
+    return write(fd, p, n);
+}
+
+static int fake_fdatasync(int fd)
+{
+    int k = ++SYNCS;
+    if (k == FAIL_SYNC_AT) {
+        errno = FAIL_ERRNO;
+        return -1;
+    }
+    return fdatasync(fd);
+}
+
+static const struct wal_io fake_io = {.write = fake_write, .fdatasync = fake_fdatasync};
+
+static void reset_faults(void)
+{
+    WRITES = SYNCS = FAIL_WRITE_AT = FAIL_SYNC_AT = SHORT_WRITE = 0;
+    FAIL_ERRNO = EIO;
+}
+
+/* Fails the Nth write (whole or short, EIO or ENOSPC) or the Nth fsync; after
+ * each failure nothing past the last successful sync is reported synced, the
+ * log stays failed, and a reopen replays a prefix that covers all of it. */
+Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
+{
+    const int errs[] = {EIO, ENOSPC};
+    for (int mode = 0; mode < 3; mode++) {
+        for (int e = 0; e < 2; e++) {
+            for (int nth = 1; nth <= 6; nth++) {
+                tmpdir_teardown();
+                tmpdir_setup();
+                reset_faults();
+                FAIL_ERRNO = errs[e];
+                if (mode == 2)
+                    FAIL_SYNC_AT = nth;
+                else
+                    FAIL_WRITE_AT = nth;
+                if (mode != 2)
+                    SHORT_WRITE = mode == 1;
+                struct got g = {0};
+                struct wal_config cfg = cfg_of(2048);
+                cfg.io = &fake_io;
+                struct wal *w = open_log(&cfg, &g);
+                wal_start(w, NULL, NULL);
+                uint64_t synced_before_failure = 0;
+                for (int batch = 0; batch < 8; batch++) {
+                    uint64_t last = try_append_jobs(w, (uint64_t)batch * 10 + 1, 10, 100);
+                    if (!last)
+                        break;
+                    wait_synced(w, last);
+                    if (!wal_failed(w))
+                        synced_before_failure = wal_synced(w);
+                }
+                cr_assert_neq(wal_failed(w), 0, "mode %d nth %d", mode, nth);
+                cr_assert_eq(wal_synced(w), synced_before_failure, "mode %d nth %d", mode, nth);
+                struct rec r = job_rec(999, 1);
+                cr_assert_eq(wal_append(w, &r, NULL), 0, "a failed log takes no more records");
+                wal_close(w);
+                struct got g2 = {0};
+                cfg.io = NULL;
+                w = open_log(&cfg, &g2);
+                cr_assert_geq(g2.n, synced_before_failure, "mode %d nth %d", mode, nth);
+                wal_close(w);
+            }
+        }
+    }
+}
+
+Test(wal, one_fdatasync_covers_a_whole_batch)
+{
+    reset_faults();
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    cfg.io = &fake_io;
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    wait_synced(w, 0);
+    usleep(20000);
+    int before = SYNCS;
+    uint64_t last = append_jobs(w, 1, 1000, 50);
+    wait_synced(w, last);
+    cr_assert_eq(wal_synced(w), last);
+    cr_assert_leq(SYNCS - before, 2, "1000 records, %d syncs", SYNCS - before);
+    wal_close(w);
+}
+
+Test(wal, fsync_interval_policy_syncs_without_new_records)
+{
+    reset_faults();
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    cfg.io = &fake_io;
+    cfg.fsync = 20;
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 10, 50);
+    for (int i = 0; i < 200 && SYNCS == 0; i++)
+        usleep(5000);
+    cr_assert_geq(SYNCS, 1, "an interval sync happened");
+    wal_close(w);
+}
+
+Test(wal, replay_failure_is_reported)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, 3, 10);
+    wal_close(w);
+    struct got g2 = {.fail_at = 2};
+    char err[512] = "";
+    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    cr_assert(strstr(err, "out of memory"), "%s", err);
+}
+
+/* ---- compaction with the real engine ------------------------------------ */
+
+struct pair {
+    struct engine *e;
+    struct wal *w;
+};
+
+static uint32_t rec_hook(void *ctx, const struct rec *r)
+{
+    struct pair *p = ctx;
+    uint32_t seg = 0;
+    wal_append(p->w, r, &seg);
+    return seg;
+}
+
+static void pre_hook(void *ctx)
+{
+    struct pair *p = ctx;
+    engine_log_preamble(p->e, 0);
+}
+
+static bool compact_hook(void *ctx, uint32_t seg, size_t budget)
+{
+    struct pair *p = ctx;
+    return engine_compact(p->e, seg, budget);
+}
+
+static int apply_hook(void *ctx, const struct rec *r)
+{
+    struct pair *p = ctx;
+    return engine_apply(p->e, r, 0);
+}
+
+static void note_live(void *ctx, uint32_t seg)
+{
+    struct pair *p = ctx;
+    wal_note_live(p->w, seg, 7 + 200);
+}
+
+static struct pair open_pair(const struct wal_config *cfg)
+{
+    struct pair p = {0};
+    struct engine_config ec = {.max_job_size = 65535};
+    struct engine_hooks h = {.ctx = &p, .record = rec_hook};
+    p.e = engine_new(&ec, &h, 0);
+    char err[512] = "";
+    p.w = wal_open(cfg, apply_hook, &p, err, sizeof err);
+    cr_assert_not_null(p.w, "%s", err);
+    engine_recovered(p.e);
+    return p;
+}
+
+Test(wal, churn_keeps_disk_use_proportional_to_live_jobs)
+{
+    static char body[200];
+    memset(body, 'x', sizeof body);
+    struct wal_config cfg = cfg_of(16384);
+    struct pair *p = malloc(sizeof *p);
+    *p = open_pair(&cfg);
+    /* The engine's hooks point at p: re-create it now that p has its place. */
+    engine_free(p->e);
+    struct engine_config ec = {.max_job_size = 65535};
+    struct engine_hooks h = {.ctx = p, .record = rec_hook};
+    p->e = engine_new(&ec, &h, 0);
+    wal_start(p->w, pre_hook, p);
+    struct session *s = engine_session_open(p->e, NULL, 0);
+    struct reply r;
+    /* 50 long-lived jobs (buried, delayed, ready) and heavy churn around them. */
+    for (int i = 0; i < 50; i++) {
+        struct cmd c = {.op = OP_PUT, .ttr = 60, .delay = i % 3 == 1 ? 100000 : 0, .body = body,
+                        .body_len = sizeof body};
+        engine_exec(p->e, s, &c, 0, &r);
+    }
+    uint64_t max_disk = 0;
+    for (int i = 0; i < 20000; i++) {
+        struct cmd c = {.op = OP_PUT, .ttr = 60, .pri = 5000, .body = body, .body_len = sizeof body};
+        engine_exec(p->e, s, &c, 0, &r);
+        struct cmd d = {.op = OP_DELETE, .id = r.id};
+        engine_exec(p->e, s, &d, 0, &r);
+        if (i % 50 == 0) {
+            wal_maintain(p->w, compact_hook, p);
+            wal_flush(p->w);
+        }
+        struct wal_stats st;
+        wal_get_stats(p->w, &st);
+        if (st.disk_bytes > max_disk)
+            max_disk = st.disk_bytes;
+    }
+    for (int i = 0; i < 200; i++)
+        wal_maintain(p->w, compact_hook, p);
+    wal_flush(p->w);
+    struct wal_stats st;
+    wal_get_stats(p->w, &st);
+    cr_assert_gt(st.migrated, 0, "compaction moved jobs forward");
+    cr_assert_lt(max_disk, 200 * 1024, "20000 puts of 200 bytes stayed within %llu bytes",
+                 (unsigned long long)max_disk);
+    engine_session_close(p->e, s, 0);
+    wal_close(p->w);
+    engine_free(p->e);
+    /* Everything live comes back, and the files on disk are few. */
+    char names[64][64];
+    cr_assert_leq(segment_files(names, 64), 20);
+    struct pair q = open_pair(&cfg);
+    cr_assert_eq(engine_job_count(q.e), 50);
+    engine_foreach_seg(q.e, note_live, &q);
+    wal_close(q.w);
+    engine_free(q.e);
+    free(p);
+}
