@@ -6,7 +6,7 @@ CC      ?= cc
 BUILD   ?= build
 PREFIX  ?= /usr/local
 SAN     ?=
-PKGS    := libevent
+PKGS    := libevent inih
 CFLAGS_BASE := -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -g -D_GNU_SOURCE \
                -MMD -MP
 ifeq ($(SAN),1)
@@ -21,7 +21,7 @@ CRIT_LIBS   = $(shell pkg-config --libs criterion 2>/dev/null)
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
 LDFLAGS += $(OPT)
 
-CORE_SRC   := $(wildcard src/common/*.c src/engine/*.c src/proto/*.c)
+CORE_SRC   := $(wildcard src/common/*.c src/engine/*.c src/proto/*.c src/store/*.c)
 SERVER_SRC := $(wildcard src/server/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)

@@ -370,7 +370,12 @@ static void delay_tubes_update(struct engine *e, struct tube *t)
     }
 }
 
-static bool tube_paused(const struct tube *t) { return t->pause != 0; }
+/* A pause whose time has come is over even before engine_tick() notices, as
+ * in beanstalkd's next_awaited_job. */
+static bool tube_paused(const struct tube *t, uint64_t now)
+{
+    return t->pause != 0 && t->unpause_at > now;
+}
 
 /* ---- job placement ------------------------------------------------------ */
 
@@ -625,7 +630,7 @@ static void reserve(struct engine *e, struct session *s, struct job *j, uint64_t
 /* Hands ready jobs of tube t to sessions waiting on it, in FIFO order. */
 static void serve(struct engine *e, struct tube *t, uint64_t now)
 {
-    while (!tube_paused(t) && t->ready.len && t->whead) {
+    while (!tube_paused(t, now) && t->ready.len && t->whead) {
         struct session *s = t->whead->s;
         struct job *j = heap_peek(&t->ready);
         wait_stop(e, s);
@@ -639,12 +644,12 @@ static void serve(struct engine *e, struct tube *t, uint64_t now)
 }
 
 /* The best ready job among s's watched, unpaused tubes, or NULL. */
-static struct job *best_ready(const struct session *s)
+static struct job *best_ready(const struct session *s, uint64_t now)
 {
     struct job *best = NULL;
     for (size_t i = 0; i < s->nwatch; i++) {
         const struct tube *t = s->watch[i].tube;
-        if (tube_paused(t) || !t->ready.len)
+        if (tube_paused(t, now) || !t->ready.len)
             continue;
         struct job *j = heap_peek(&t->ready);
         if (!best || ready_less(j, best))
@@ -1061,7 +1066,7 @@ static void cmd_reserve(struct engine *e, struct session *s, const struct cmd *c
         out->code = R_DEADLINE_SOON;
         return;
     }
-    struct job *j = best_ready(s);
+    struct job *j = best_ready(s, now);
     if (j) {
         reserve(e, s, j, now);
         if (j->state == J_RESERVED) {

@@ -759,6 +759,17 @@ Test(engine, pause_zero_wakes_waiting_reservers_at_the_next_tick)
     cr_assert_eq(DL[0].code, R_RESERVED);
 }
 
+Test(engine, an_ended_pause_counts_as_over_before_the_tick)
+{
+    struct session *s = sess();
+    uint64_t id = put(s, 0, "x");
+    run(s, (struct cmd){.op = OP_PAUSE_TUBE, .name = "default", .name_len = 7, .delay = 0});
+    NOW += 1; /* no engine_tick() */
+    struct reply r = rwt(s, 0);
+    cr_assert_eq(r.code, R_RESERVED);
+    cr_assert_eq(r.id, id);
+}
+
 Test(engine, reserve_job_takes_ready_delayed_or_buried_and_ignores_pause)
 {
     struct session *s = sess();
