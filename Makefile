@@ -19,7 +19,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CRIT_CFLAGS = $(shell pkg-config --cflags criterion 2>/dev/null)
 CRIT_LIBS   = $(shell pkg-config --libs criterion 2>/dev/null)
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDFLAGS += $(OPT)
+LDFLAGS += $(OPT) -pthread
 
 CORE_SRC   := $(wildcard src/common/*.c src/engine/*.c src/proto/*.c src/store/*.c)
 SERVER_SRC := $(wildcard src/server/*.c)

@@ -1569,11 +1569,14 @@ void engine_recovered(struct engine *e)
 
 /* ---- compaction --------------------------------------------------------- */
 
-void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg), void *ctx)
+void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg, size_t bytes),
+                        void *ctx)
 {
-    for (size_t i = 0; i < e->jcap; i++)
-        if (e->jtab[i])
-            fn(ctx, e->jtab[i]->seg);
+    for (size_t i = 0; i < e->jcap; i++) {
+        const struct job *j = e->jtab[i];
+        if (j)
+            fn(ctx, j->seg, j->tube->name_len + j->body_len);
+    }
 }
 
 bool engine_compact(struct engine *e, uint32_t seg, size_t budget)

@@ -110,8 +110,10 @@ int engine_apply(struct engine *e, const struct rec *r, uint64_t now);
 /* Ends recovery: frees tubes that only a PAUSE record created. */
 void engine_recovered(struct engine *e);
 
-/* Calls fn once per job with the segment of its newest JOB record. */
-void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg), void *ctx);
+/* Calls fn once per job with the segment of its newest JOB record and the
+ * bytes of its tube name plus body. */
+void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t seg, size_t bytes),
+                        void *ctx);
 
 /* Compaction: emits a fresh REC_JOB for up to `budget` job-table slots' worth of
  * jobs whose newest JOB record lies in segment seg, resuming where the last

@@ -21,7 +21,8 @@
 enum cfg_type {
     CFG_STR,                   /* char *, owned by the config */
     CFG_UINT,                  /* uint64_t within [min, max] */
-    CFG_FSYNC                  /* int64_t: always | never | <ms> within [min, max] */
+    CFG_FSYNC,                 /* int64_t: always | never | <ms> within [min, max] */
+    CFG_BOOL                   /* uint64_t 0 or 1: yes | no | true | false | 1 | 0 */
 };
 
 #define CFG_CLAMP 1u           /* above max: lower to max with a warning (beanstalkd -z) */
@@ -52,6 +53,9 @@ static const struct cfg_entry table[] = {
      "BYTES", "set the maximum job size in bytes (default is 65535); max allowed is 1073741824"},
     {"binlog-size", 's', CFG_UINT, F(binlog_size), 0, UINT32_MAX, 0, "BYTES",
      "set the size of each write-ahead log file (default is 10485760)"},
+    {"memory", 0, CFG_BOOL, F(memory), 0, 1, 0, "BOOL", "keep no write-ahead log"},
+    {"repair", 0, CFG_BOOL, F(repair), 0, 1, 0, "BOOL",
+     "truncate the log at corruption before its last segment"},
     {"verbose", 0, CFG_UINT, F(verbose), 0, 4, 0, "N", "verbosity, like -V given N times"},
 };
 
@@ -62,7 +66,7 @@ static const struct config defaults = {
     .port = 11300,
     .max_job_size = 65535,
     .user = NULL,
-    .binlog_dir = NULL,
+    .binlog_dir = "docket-data",
     .fsync = CONFIG_FSYNC_ALWAYS,
     .binlog_size = 10485760,
     .verbose = 0,
@@ -86,8 +90,14 @@ static void usage(FILE *f)
     fprintf(f, " -v        show version information\n"
                " -V        increase verbosity\n"
                " -h        show this help\n"
+               " --fsync always|never|MS\n"
+               "           when replies wait for the disk: always (default) waits for the\n"
+               "           fsync covering them; MS syncs every MS ms; never leaves it to the OS\n"
+               " --memory  keep no write-ahead log (jobs are lost when docketd stops)\n"
+               " --repair  truncate the log at corruption before its last segment\n"
                " --config FILE\n"
                "           read settings from FILE (key = value lines); flags override it\n"
+               "\nWithout -b the log is kept in ./docket-data.\n"
                "\nConfig file keys:\n");
     for (size_t i = 0; i < NTABLE; i++)
         fprintf(f, "  %-13s %s\n", table[i].name, table[i].arg);
@@ -176,6 +186,17 @@ static int set_value(struct config *cfg, const struct cfg_entry *e, const char *
             return -1;
         *(int64_t *)field(cfg, e) = (int64_t)v;
         return 0;
+    case CFG_BOOL:
+        if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1")) {
+            *(uint64_t *)field(cfg, e) = 1;
+            return 0;
+        }
+        if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0")) {
+            *(uint64_t *)field(cfg, e) = 0;
+            return 0;
+        }
+        snprintf(err, errlen, "invalid %s: %s (yes or no)", e->name, value);
+        return -1;
     }
     snprintf(err, errlen, "internal error: bad type for %s", e->name);
     return -1;
@@ -261,6 +282,9 @@ static size_t scan_args(int argc, char **argv, struct pending *pend, uint64_t *n
         {"config", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'v'},
+        {"fsync", required_argument, NULL, 'f'},
+        {"memory", no_argument, NULL, 'M'},
+        {"repair", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     size_t n = 0;
@@ -283,6 +307,12 @@ static size_t scan_args(int argc, char **argv, struct pending *pend, uint64_t *n
             break;
         case 'c':
             *file = optarg;
+            break;
+        case 'M':
+            pend[n++] = (struct pending){by_name("memory"), "yes", 'M'};
+            break;
+        case 'R':
+            pend[n++] = (struct pending){by_name("repair"), "yes", 'R'};
             break;
         case ':':
             fprintf(stderr, "docketd: flag %s needs a value\n", argv[optind - 1]);

@@ -5,8 +5,10 @@
  * the file keys, the flags, validation and the usage text, so a setting is
  * added in exactly one place. Flags are beanstalkd's, with the same meaning:
  *   -l ADDR  -p PORT  -z BYTES  -u USER  -b DIR  -f MS  -F  -s BYTES  -V  -v  -h
+ * and Docket's long ones: --fsync=always|never|MS  --memory  --repair  --config FILE.
  * Config file: "key = value" lines, '#' or ';' comments, keys as in the table
- * (listen, port, max-job-size, user, binlog-dir, fsync, binlog-size, verbose).
+ * (listen, port, max-job-size, user, binlog-dir, fsync, binlog-size, memory,
+ * repair, verbose).
  * Durability knob, like Redis appendfsync:  fsync = always | <ms> | never
  * (the -f MS flag sets <ms>, -f 0 means always, -F means never).
  */
@@ -26,7 +28,9 @@ struct config {
     uint64_t port;             /* TCP port; 0 binds a free one */
     uint64_t max_job_size;     /* bytes; larger puts answer JOB_TOO_BIG */
     char *user;                /* become this user after binding; NULL keeps ours */
-    char *binlog_dir;          /* write-ahead log directory; NULL: in memory only */
+    char *binlog_dir;          /* write-ahead log directory (default ./docket-data) */
+    uint64_t memory;           /* 1: keep no log at all (--memory) */
+    uint64_t repair;           /* 1: truncate the log at corruption anywhere (--repair) */
     int64_t fsync;             /* ms between fsyncs, or CONFIG_FSYNC_ALWAYS / _NEVER */
     uint64_t binlog_size;      /* bytes per write-ahead log file; 0 means the default */
     uint64_t verbose;          /* how many -V: 1 shows info, 2 debug */

@@ -22,6 +22,7 @@
 #define READ_LINE_CHUNK 4096           /* bytes read at a time between commands */
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
+static void run(struct conn *c);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 static void on_work(evutil_socket_t fd, short what, void *arg);
 
@@ -106,6 +107,7 @@ void conn_close(struct conn *c, uint64_t now)
     event_del(c->ev_write);
     event_del(c->ev_work);
     c->reading = c->writing = false;
+    server_untrack_held(srv, c);
     dk_log(DK_LOG_INFO, "fd %d: closed", c->fd);
     close(c->fd);
     c->fd = -1;
@@ -127,6 +129,7 @@ void conn_free(struct conn *c)
     event_free(c->ev_work);
     buf_destroy(&c->in);
     buf_destroy(&c->out);
+    free(c->holds);
     free(c);
 }
 
@@ -158,6 +161,61 @@ static void put_reply(struct conn *c, const struct reply *r)
     xcheck(bs_write_reply(&c->out, r), "reply");
 }
 
+/* Queues r; with seq > 0 it stays unwritten until the log syncs seq. */
+static void put_reply_held(struct conn *c, const struct reply *r, uint64_t seq, enum rcode fail)
+{
+    uint64_t start = c->sent + buf_used(&c->out);
+    put_reply(c, r);
+    if (!seq)
+        return;
+    if (c->nholds == c->capholds) {
+        c->capholds = c->capholds ? c->capholds * 2 : 4;
+        c->holds = xrealloc(c->holds, c->capholds * sizeof *c->holds);
+    }
+    c->holds[c->nholds++] =
+        (struct hold){.start = start, .end = c->sent + buf_used(&c->out), .seq = seq, .fail = fail};
+    server_track_held(c->srv, c);
+}
+
+/* The log failed: every held reply becomes its error reply; the replies
+ * between them, which promised nothing, stay. */
+static void fail_holds(struct conn *c)
+{
+    struct buf nb;
+    buf_init(&nb);
+    uint64_t pos = c->sent;
+    const char *base = buf_head(&c->out);
+    for (size_t i = c->hfirst; i < c->nholds; i++) {
+        const struct hold *h = &c->holds[i];
+        xcheck(buf_append(&nb, base + (pos - c->sent), (size_t)(h->start - pos)), "reply");
+        struct reply r = {.code = h->fail};
+        xcheck(bs_write_reply(&nb, &r), "reply");
+        pos = h->end;
+    }
+    uint64_t end = c->sent + buf_used(&c->out);
+    xcheck(buf_append(&nb, base + (pos - c->sent), (size_t)(end - pos)), "reply");
+    buf_destroy(&c->out);
+    c->out = nb;
+    c->hfirst = c->nholds = 0;
+}
+
+/* Whether op's reply promises that a change is durable. */
+static bool durable_op(enum op op)
+{
+    switch (op) {
+    case OP_PUT:
+    case OP_DELETE:
+    case OP_RELEASE:
+    case OP_BURY:
+    case OP_KICK:
+    case OP_KICK_JOB:
+    case OP_PAUSE_TUBE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void conn_deliver(struct conn *c, const struct reply *r)
 {
     if (c->closed)
@@ -186,15 +244,42 @@ static void exec(struct conn *c, const struct cmd *cmd)
 {
     struct reply r;
     uint64_t now = server_catch_up(c->srv);
+    bool durable = durable_op(cmd->op);
+    /* Disk-full and I/O errors look like this to beanstalkd clients. */
+    enum rcode fail = cmd->op == OP_PUT ? R_OUT_OF_MEMORY : R_INTERNAL_ERROR;
 
     dk_log(DK_LOG_DEBUG, "fd %d: %s", c->fd, bs_op_name(cmd->op));
+    if (durable && server_log_failed(c->srv)) {
+        /* Nothing can be made durable: refuse rather than change memory only. */
+        r = (struct reply){.code = fail};
+        engine_count_error(c->srv->engine, c->s, cmd->op, fail);
+        put_reply(c, &r);
+        return;
+    }
+    uint64_t before = server_appended(c->srv);
     engine_exec(c->srv->engine, c->s, cmd, now, &r);
     if (r.code == R_NONE)
         c->waiting = true;
     else if (r.code == R_CLOSE)
         quit(c, now);
     else
-        put_reply(c, &r);
+        put_reply_held(c, &r, durable ? server_hold_seq(c->srv, before) : 0, fail);
+}
+
+bool conn_release_held(struct conn *c, uint64_t synced, int err)
+{
+    if (c->closed) {
+        c->hfirst = c->nholds = 0;
+        return true;
+    }
+    if (err)
+        fail_holds(c);
+    while (c->hfirst < c->nholds && c->holds[c->hfirst].seq <= synced)
+        c->hfirst++;
+    if (c->hfirst == c->nholds)
+        c->hfirst = c->nholds = 0;
+    run(c);
+    return c->closed || c->nholds == 0;
 }
 
 /* Parses and runs at most one command from the input buffer.
@@ -257,10 +342,17 @@ static void process(struct conn *c)
 /* Writes as much output as the socket takes. Closes c on a write error. */
 static void flush(struct conn *c)
 {
-    while (buf_used(&c->out) > 0) {
-        ssize_t n = write_some(c->fd, buf_head(&c->out), buf_used(&c->out));
+    for (;;) {
+        /* Held replies, and all that follows them, wait for the log. */
+        size_t ready = buf_used(&c->out);
+        if (c->hfirst < c->nholds)
+            ready = (size_t)(c->holds[c->hfirst].start - c->sent);
+        if (ready == 0)
+            break;
+        ssize_t n = write_some(c->fd, buf_head(&c->out), ready);
         if (n > 0) {
             buf_consume(&c->out, (size_t)n);
+            c->sent += (uint64_t)n;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))

@@ -17,7 +17,10 @@
  *   is inside a put body, when it holds up to BS_LINE_MAX + max_job_size + 2;
  * - while more than server.out_cap bytes wait to be written, the connection
  *   neither reads nor runs commands (backpressure on slow readers);
- * - engine calls happen only from loop callbacks, never from the deliver hook.
+ * - engine calls happen only from loop callbacks, never from the deliver hook;
+ * - under fsync=always a reply to put, delete, release, bury, kick, kick-job or
+ *   pause-tube, and everything after it, is written only once the log has
+ *   synced its record; if the log fails first, an error reply replaces it.
  */
 #ifndef DK_CONN_H
 #define DK_CONN_H
@@ -36,6 +39,14 @@
 struct server;
 struct session;
 
+/* A reply that may not be written before the log record it reports on is
+ * synced (fsync=always). Offsets count every byte ever queued on the conn. */
+struct hold {
+    uint64_t start, end;       /* the reply's bytes in the output stream */
+    uint64_t seq;              /* log record that must be synced first */
+    enum rcode fail;           /* the reply sent instead if the log fails */
+};
+
 struct conn {
     struct server *srv;
     int fd;                    /* -1 once closed */
@@ -43,6 +54,11 @@ struct conn {
     struct bs_parser parser;
     struct buf in;             /* read, not yet consumed by the parser */
     struct buf out;            /* reply bytes not yet written */
+    uint64_t sent;             /* bytes written so far: out's first byte is at this offset */
+    struct hold *holds;        /* replies waiting for a sync, in output order */
+    size_t hfirst, nholds, capholds;
+    bool held;                 /* on server.held */
+    struct conn *hnext;        /* server.held */
     struct event *ev_read;     /* persistent EV_READ, added while we want input */
     struct event *ev_write;    /* persistent EV_WRITE, added while output is pending */
     struct event *ev_work;     /* activated to resume work from the loop */
@@ -66,6 +82,11 @@ void conn_close(struct conn *c, uint64_t now);
 
 /* Frees a closed connection. Only the server's reap and shutdown call this. */
 void conn_free(struct conn *c);
+
+/* The log synced up to seq `synced` (or failed with errno err): writes the
+ * replies that may go now, or turns held replies into errors. Returns true
+ * when nothing is held any more. */
+bool conn_release_held(struct conn *c, uint64_t synced, int err);
 
 /* The engine's deliver hook for c: appends r's bytes to the output and
  * schedules c to write and resume its input from the loop. */

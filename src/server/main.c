@@ -1,7 +1,8 @@
 /* main.c -- docketd: settings, process setup, privilege drop, the loop.
  *
  * Order matters: bind while still privileged (a port below 1024, a socket in
- * /run), then become -u USER, then serve. Exit status: 0 after SIGTERM or
+ * /run), then become -u USER, then open and replay the write-ahead log (its
+ * files belong to that user), then serve. Exit status: 0 after SIGTERM or
  * SIGINT, 1 when the server cannot start, 2 for a usage error.
  */
 #include <errno.h>
@@ -80,7 +81,8 @@ int main(int argc, char **argv)
     ignore_sigpipe();
     raise_nofile();
 
-    if (server_init(&srv, &cfg) == 0 && (!cfg.user || become(cfg.user) == 0))
+    if (server_init(&srv, &cfg) == 0 && (!cfg.user || become(cfg.user) == 0) &&
+        server_open_log(&srv) == 0)
         rc = server_run(&srv) < 0 ? 1 : 0;
     server_destroy(&srv);
     config_destroy(&cfg);

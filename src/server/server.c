@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../store/wal.h"
 #include "xalloc.h"
 
 #define LISTEN_BACKLOG 4096             /* the kernel caps it at net.core.somaxconn */
@@ -31,16 +32,28 @@
 #define TIMER_MAX_S 3600                /* longest single timer wait, s */
 #define DEFAULT_BINLOG_SIZE 10485760    /* bytes, reported by stats like beanstalkd */
 
+static uint64_t ts_ns(clockid_t id)
+{
+    struct timespec ts;
+
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * ENGINE_NS + (uint64_t)ts.tv_nsec;
+}
+
 /* Strictly increasing, so that two commands never share an instant: a
  * "pause-tube t 0" (which pauses for 1 ns) must be over for the next command,
  * as in beanstalkd, even on a clock too coarse to tell them apart. */
 uint64_t server_now(void)
 {
-    static uint64_t last;
-    struct timespec ts;
+    static uint64_t last, shift;
+    static bool anchored;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t t = (uint64_t)ts.tv_sec * ENGINE_NS + (uint64_t)ts.tv_nsec;
+    if (!anchored) {
+        uint64_t mono = ts_ns(CLOCK_MONOTONIC), wall = ts_ns(CLOCK_REALTIME);
+        shift = wall > mono ? wall - mono : 0;
+        anchored = true;
+    }
+    uint64_t t = ts_ns(CLOCK_MONOTONIC) + shift;
     if (t <= last)
         t = last + 1;
     last = t;
@@ -194,6 +207,20 @@ static void on_deliver(void *ctx, struct session *s, const struct reply *r)
     conn_deliver(engine_session_ctx(s), r);
 }
 
+/* The engine's record hook: every durable change goes to the log. */
+static uint32_t on_record(void *ctx, const struct rec *r)
+{
+    struct server *srv = ctx;
+    uint32_t seg = 0;
+
+    if (!srv->wal)
+        return 0;
+    if (!wal_append(srv->wal, r, &seg))
+        dk_log_every(1, DK_LOG_WARN, "write-ahead log refused a record: %s",
+                     strerror(wal_failed(srv->wal) ? wal_failed(srv->wal) : ENOMEM));
+    return seg;
+}
+
 static void on_info(void *ctx, struct engine_info *out)
 {
     struct server *srv = ctx;
@@ -207,9 +234,16 @@ static void on_info(void *ctx, struct engine_info *out)
     out->pid = (uint64_t)getpid();
     out->version = DOCKETD_VERSION;
     out->uptime = (server_now() - srv->start_ns) / ENGINE_NS;
-    /* beanstalkd reports its -s value even without -b; the other binlog
-     * fields stay 0 until the write-ahead log exists. */
+    /* beanstalkd reports its -s value even without a log. */
     out->binlog_max_size = srv->cfg->binlog_size ? srv->cfg->binlog_size : DEFAULT_BINLOG_SIZE;
+    if (srv->wal) {
+        struct wal_stats st;
+        wal_get_stats(srv->wal, &st);
+        out->binlog_oldest = st.oldest;
+        out->binlog_current = st.current;
+        out->binlog_migrated = st.migrated;
+        out->binlog_written = st.written;
+    }
     out->id = srv->id;
     out->hostname = srv->uts.nodename;
     out->os = srv->uts.version;        /* beanstalkd prints uname's version here */
@@ -218,8 +252,18 @@ static void on_info(void *ctx, struct engine_info *out)
 
 /* ---- loop callbacks ---- */
 
+static bool on_compact(void *ctx, uint32_t seg, size_t budget)
+{
+    struct server *srv = ctx;
+    return engine_compact(srv->engine, seg, budget);
+}
+
 void server_rearm(struct server *srv)
 {
+    if (srv->wal) {
+        wal_maintain(srv->wal, on_compact, srv);
+        wal_flush(srv->wal);
+    }
     uint64_t at = engine_next_wakeup(srv->engine);
 
     if (at == srv->timer_at)
@@ -385,7 +429,7 @@ int server_init(struct server *srv, const struct config *cfg)
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
 
     struct engine_config ec = {.max_job_size = (uint32_t)cfg->max_job_size};
-    struct engine_hooks hooks = {.ctx = srv, .deliver = on_deliver, .record = NULL,
+    struct engine_hooks hooks = {.ctx = srv, .deliver = on_deliver, .record = on_record,
                                  .info = on_info};
     srv->engine = engine_new(&ec, &hooks, srv->start_ns);
     if (!srv->engine)
@@ -399,6 +443,138 @@ int server_init(struct server *srv, const struct config *cfg)
     srv->sig_term = add_signal(srv, SIGTERM, on_stop);
     srv->sig_int = add_signal(srv, SIGINT, on_stop);
     srv->sig_usr1 = add_signal(srv, SIGUSR1, on_drain);
+    return 0;
+}
+
+/* ---- the write-ahead log ---- */
+
+bool server_log_failed(const struct server *srv) { return srv->wal && wal_failed(srv->wal); }
+
+uint64_t server_appended(const struct server *srv)
+{
+    return srv->wal ? wal_appended(srv->wal) : 0;
+}
+
+uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before)
+{
+    if (!srv->hold_replies)
+        return 0;
+    uint64_t now = wal_appended(srv->wal);
+    return now > appended_before && now > wal_synced(srv->wal) ? now : 0;
+}
+
+void server_untrack_held(struct server *srv, struct conn *c)
+{
+    if (!c->held)
+        return;
+    struct conn **pp = &srv->held;
+    while (*pp && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = c->hnext;
+    c->held = false;
+    c->hnext = NULL;
+}
+
+void server_track_held(struct server *srv, struct conn *c)
+{
+    if (c->held)
+        return;
+    c->held = true;
+    c->hnext = srv->held;
+    srv->held = c;
+}
+
+/* A sync finished, or the log failed: let held replies go, or turn them into
+ * errors. */
+static void on_wal(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    static bool reported;
+
+    (void)fd;
+    (void)what;
+    wal_event_ack(srv->wal);
+    int err = wal_failed(srv->wal);
+    if (err && !reported) {
+        dk_log(DK_LOG_ERROR, "write-ahead log failed: %s; refusing writes until restart",
+               strerror(err));
+        reported = true;
+    }
+    uint64_t synced = wal_synced(srv->wal);
+    /* Detach the list first: running a connection can hold new replies. */
+    struct conn *c = srv->held;
+    srv->held = NULL;
+    while (c) {
+        struct conn *next = c->hnext;
+        c->held = false;
+        c->hnext = NULL;
+        if (!conn_release_held(c, synced, err))
+            server_track_held(srv, c);
+        c = next;
+    }
+    server_rearm(srv);
+}
+
+static void warn_log(void *ctx, const char *msg)
+{
+    (void)ctx;
+    dk_log(DK_LOG_WARN, "%s", msg);
+}
+
+static int replay(void *ctx, const struct rec *r)
+{
+    struct server *srv = ctx;
+    return engine_apply(srv->engine, r, server_now());
+}
+
+static void note_live(void *ctx, uint32_t seg, size_t bytes)
+{
+    wal_note_live(ctx, seg, bytes);
+}
+
+static void preamble(void *ctx)
+{
+    struct server *srv = ctx;
+    engine_log_preamble(srv->engine, server_now());
+}
+
+int server_open_log(struct server *srv)
+{
+    const struct config *cfg = srv->cfg;
+    if (cfg->memory) {
+        dk_log(DK_LOG_NOTICE, "no write-ahead log (--memory): jobs do not survive a restart");
+        return 0;
+    }
+    struct wal_config wc = {.dir = cfg->binlog_dir, .fsync = cfg->fsync,
+                            .segment_size = cfg->binlog_size, .repair = cfg->repair != 0,
+                            .warn = warn_log};
+    char err[1024];
+    uint64_t t0 = server_now();
+    struct wal *w = wal_open(&wc, replay, srv, err, sizeof err);
+    if (!w) {
+        dk_log(DK_LOG_ERROR, "write-ahead log: %s", err);
+        return -1;
+    }
+    engine_recovered(srv->engine);
+    engine_foreach_seg(srv->engine, note_live, w);
+    srv->wal = w;
+    int rc = wal_start(w, preamble, srv);
+    if (rc < 0) {
+        dk_log(DK_LOG_ERROR, "write-ahead log: cannot start its writer: %s", strerror(-rc));
+        return -1;
+    }
+    struct wal_stats st;
+    wal_get_stats(w, &st);
+    dk_log(DK_LOG_NOTICE, "write-ahead log %s: %llu records replayed, %zu jobs, in %.3f s; fsync %s",
+           cfg->binlog_dir, (unsigned long long)st.recovered, engine_job_count(srv->engine),
+           (double)(server_now() - t0) / 1e9,
+           cfg->fsync == CONFIG_FSYNC_ALWAYS ? "always"
+           : cfg->fsync == CONFIG_FSYNC_NEVER ? "never" : "on an interval");
+    srv->hold_replies = cfg->fsync == CONFIG_FSYNC_ALWAYS;
+    srv->wal_ev = event_new(srv->base, wal_event_fd(w), EV_READ | EV_PERSIST, on_wal, srv);
+    if (!srv->wal_ev || event_add(srv->wal_ev, NULL) < 0)
+        xoom("log event");
     return 0;
 }
 
@@ -437,6 +613,10 @@ void server_destroy(struct server *srv)
         srv->dead = c->next;
         conn_free(c);
     }
+    /* Everything accepted is synced before the log closes. */
+    free_event(&srv->wal_ev);
+    wal_close(srv->wal);
+    srv->wal = NULL;
     if (srv->engine)
         engine_free(srv->engine);
     srv->engine = NULL;

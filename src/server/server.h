@@ -13,6 +13,7 @@
 #ifndef DK_SERVER_H
 #define DK_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/utsname.h>
@@ -20,11 +21,16 @@
 #include "config.h"
 
 struct conn;
+struct wal;
 
 struct server {
     const struct config *cfg;
     struct event_base *base;
     struct engine *engine;
+    struct wal *wal;           /* write-ahead log; NULL with --memory */
+    struct event *wal_ev;      /* the log's eventfd: a sync finished or the log failed */
+    bool hold_replies;         /* fsync=always: replies wait for the sync covering them */
+    struct conn *held;         /* connections with replies waiting for a sync */
     struct evconnlistener *listener;
     char *unix_path;           /* socket file to remove at exit; NULL for TCP */
     char listen_desc[160];     /* "127.0.0.1:11300", "[::1]:11300" or "unix:PATH", for the log */
@@ -42,8 +48,10 @@ struct server {
     struct utsname uts;        /* hostname, os, platform for stats */
 };
 
-/* Monotonic clock in nanoseconds: the engine's "now". Never returns the
- * same value twice. */
+/* The engine clock in nanoseconds: CLOCK_MONOTONIC shifted once, at start, to
+ * read as wall time. It never jumps (NTP steps do not move deadlines while
+ * docketd runs), and a deadline stored in the log means the same wall-clock
+ * instant after a restart. Never returns the same value twice. */
 uint64_t server_now(void);
 /* The time for the next command: reads the clock and first runs engine_tick()
  * if timed work is due, so every command sees the engine as of now (a pause
@@ -54,13 +62,29 @@ uint64_t server_catch_up(struct server *srv);
  * engine. Logs "docketd: listening on ..." with the real address. Returns 0,
  * or -1 after logging why. Binding happens before any privilege drop. */
 int server_init(struct server *srv, const struct config *cfg);
+/* Opens the write-ahead log (unless --memory), replays it into the engine and
+ * starts its writer. Call after dropping privileges, before server_run().
+ * Returns 0, or -1 after logging why. */
+int server_open_log(struct server *srv);
 /* Runs the loop until SIGTERM or SIGINT. Returns 0, or -1 if the loop failed. */
 int server_run(struct server *srv);
 /* Closes every connection and frees the engine and the loop. */
 void server_destroy(struct server *srv);
 
-/* Points the engine timer at engine_next_wakeup(). Call after each batch of
- * engine calls. */
+/* Call after each batch of engine calls: hands the log records they made to
+ * the log's writer, runs one bounded compaction step, and points the engine
+ * timer at engine_next_wakeup(). */
 void server_rearm(struct server *srv);
+
+/* True if the log refuses new records (a write or fsync failed). */
+bool server_log_failed(const struct server *srv);
+/* The sequence number a reply must wait for, given the last record appended
+ * before the command ran; 0 when it need not wait. */
+uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before);
+/* The last log record appended (0 without a log). */
+uint64_t server_appended(const struct server *srv);
+/* Marks c as having replies held for a sync, or no longer. */
+void server_track_held(struct server *srv, struct conn *c);
+void server_untrack_held(struct server *srv, struct conn *c);
 
 #endif

@@ -37,3 +37,11 @@ char *xstrdup(const char *s)
         xoom("strdup");
     return p;
 }
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        xoom("realloc");
+    return q;
+}

@@ -19,6 +19,7 @@ _Noreturn void xoom(const char *what);
 void *xmalloc(size_t n);                 /* Free with free(). */
 void *xcalloc(size_t n, size_t size);    /* Free with free(). */
 char *xstrdup(const char *s);            /* Free with free(); NULL gives NULL. */
+void *xrealloc(void *p, size_t n);       /* Free with free(). */
 
 /* buf_* and bs_write_reply() return -1 when they cannot grow a buffer. */
 static inline void xcheck(int rc, const char *what)

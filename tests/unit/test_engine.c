@@ -1205,9 +1205,10 @@ Test(engine, replayed_pause_of_a_tube_without_jobs_leaves_no_tube)
 /* ---- compaction --------------------------------------------------------- */
 
 static size_t SEGS[16];
-static void count_seg(void *ctx, uint32_t seg)
+static void count_seg(void *ctx, uint32_t seg, size_t bytes)
 {
     (void)ctx;
+    (void)bytes;
     SEGS[seg]++;
 }
 

@@ -583,10 +583,10 @@ static int apply_hook(void *ctx, const struct rec *r)
     return engine_apply(p->e, r, 0);
 }
 
-static void note_live(void *ctx, uint32_t seg)
+static void note_live(void *ctx, uint32_t seg, size_t bytes)
 {
     struct pair *p = ctx;
-    wal_note_live(p->w, seg, 7 + 200);
+    wal_note_live(p->w, seg, bytes);
 }
 
 static struct pair open_pair(const struct wal_config *cfg)
