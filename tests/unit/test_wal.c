@@ -124,6 +124,16 @@ static uint64_t append_jobs(struct wal *w, uint64_t first, int n, size_t body_le
     return seq;
 }
 
+/* Writes a log of njobs jobs with body_len-byte bodies and closes it. */
+static void write_log(const struct wal_config *cfg, int njobs, size_t body_len)
+{
+    struct got g = {0};
+    struct wal *w = open_log(cfg, &g);
+    wal_start(w, NULL, NULL);
+    append_jobs(w, 1, njobs, body_len);
+    wal_close(w);
+}
+
 /* Segment files in DIRNAME, sorted. */
 static int segment_files(char names[][64], int max)
 {
@@ -200,12 +210,9 @@ Test(wal, records_come_back_in_order_after_reopen)
 
 Test(wal, segments_rotate_and_each_starts_with_the_preamble)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(4096);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 200, 100);
-    wal_close(w);
+    write_log(&cfg, 200, 100);
+    struct wal *w;
     char names[64][64];
     int n = segment_files(names, 64);
     cr_assert_geq(n, 5, "200 records of ~190 bytes in 4 KiB segments");
@@ -255,12 +262,9 @@ Test(wal, preamble_records_open_every_segment)
  * the file is truncated to the last whole record, with a warning. */
 Test(wal, torn_tail_at_every_byte_is_truncated_to_the_last_whole_record)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(0);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 5, 40);
-    wal_close(w);
+    write_log(&cfg, 5, 40);
+    struct wal *w;
     char names[4][64];
     cr_assert_eq(segment_files(names, 4), 1);
     off_t full = file_size(names[0]);
@@ -298,12 +302,9 @@ Test(wal, torn_tail_at_every_byte_is_truncated_to_the_last_whole_record)
 
 Test(wal, bit_flip_in_the_last_segment_truncates_there)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(0);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 10, 40);
-    wal_close(w);
+    write_log(&cfg, 10, 40);
+    struct wal *w;
     char names[4][64];
     segment_files(names, 4);
     size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 40});
@@ -317,12 +318,9 @@ Test(wal, bit_flip_in_the_last_segment_truncates_there)
 
 Test(wal, zeroed_tail_is_truncated)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(0);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 3, 40);
-    wal_close(w);
+    write_log(&cfg, 3, 40);
+    struct wal *w;
     char names[4][64];
     segment_files(names, 4);
     off_t size = file_size(names[0]);
@@ -336,12 +334,9 @@ Test(wal, zeroed_tail_is_truncated)
 
 Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(1024);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 40, 100);
-    wal_close(w);
+    write_log(&cfg, 40, 100);
+    struct wal *w;
     char names[64][64];
     int n = segment_files(names, 64);
     cr_assert_geq(n, 3);
@@ -361,12 +356,8 @@ Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
 
 Test(wal, a_missing_segment_is_detected)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(1024);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 40, 100);
-    wal_close(w);
+    write_log(&cfg, 40, 100);
     char names[64][64];
     int n = segment_files(names, 64);
     cr_assert_geq(n, 3);
@@ -381,12 +372,8 @@ Test(wal, a_missing_segment_is_detected)
 
 Test(wal, a_duplicated_segment_is_detected)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(1024);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 40, 100);
-    wal_close(w);
+    write_log(&cfg, 40, 100);
     char names[64][64];
     int n = segment_files(names, 64);
     /* A copy of segment 1 under the number after the last: its records repeat. */
@@ -401,12 +388,9 @@ Test(wal, a_duplicated_segment_is_detected)
 
 Test(wal, an_incomplete_last_segment_header_is_removed)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(0);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 3, 10);
-    wal_close(w);
+    write_log(&cfg, 3, 10);
+    struct wal *w;
     char path[600];
     snprintf(path, sizeof path, "%s/%020d.wal", DIRNAME, 9);
     int fd = open(path, O_CREAT | O_WRONLY, 0644);
@@ -539,12 +523,8 @@ Test(wal, fsync_interval_policy_syncs_without_new_records)
 
 Test(wal, replay_failure_is_reported)
 {
-    struct got g = {0};
     struct wal_config cfg = cfg_of(0);
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
-    append_jobs(w, 1, 3, 10);
-    wal_close(w);
+    write_log(&cfg, 3, 10);
     struct got g2 = {.fail_at = 2};
     char err[512] = "";
     cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
