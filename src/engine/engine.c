@@ -1593,6 +1593,13 @@ bool engine_compact(struct engine *e, uint32_t seg, size_t budget)
     return false;
 }
 
+void engine_snapshot_all(struct engine *e)
+{
+    for (size_t i = 0; i < e->jcap; i++)
+        if (e->jtab[i])
+            emit(e, REC_JOB, e->jtab[i]);
+}
+
 void engine_log_preamble(struct engine *e, uint64_t now)
 {
     if (!e->hooks.record)

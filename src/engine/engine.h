@@ -120,6 +120,10 @@ void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t s
  * call stopped. Returns true once a whole pass over the jobs has finished. */
 bool engine_compact(struct engine *e, uint32_t seg, size_t budget);
 
+/* Emits a fresh REC_JOB for every job (after a repaired recovery, so the
+ * damaged segments hold nothing live any more). */
+void engine_snapshot_all(struct engine *e);
+
 /* Emits what a new log segment must begin with: REC_NEXTID, then REC_PAUSE
  * for every paused tube. */
 void engine_log_preamble(struct engine *e, uint64_t now);

@@ -216,6 +216,26 @@ static bool durable_op(enum op op)
     }
 }
 
+/* Whether op's reply shows a job, whose records the log may not hold yet:
+ * such a reply waits for everything appended so far, or a crash could take
+ * back a job (and its id) that a client has seen. */
+static bool reveals_job(enum op op)
+{
+    switch (op) {
+    case OP_RESERVE:
+    case OP_RESERVE_TIMEOUT:
+    case OP_RESERVE_JOB:
+    case OP_PEEK:
+    case OP_PEEK_READY:
+    case OP_PEEK_DELAYED:
+    case OP_PEEK_BURIED:
+    case OP_STATS_JOB:
+        return true;
+    default:
+        return false;
+    }
+}
+
 void conn_deliver(struct conn *c, const struct reply *r)
 {
     if (c->closed)
@@ -224,7 +244,8 @@ void conn_deliver(struct conn *c, const struct reply *r)
         dk_log(DK_LOG_WARN, "fd %d: engine delivered reply code %d", c->fd, (int)r->code);
         return;
     }
-    put_reply(c, r);
+    /* A reserve that waited: the job may have been put a moment ago. */
+    put_reply_held(c, r, server_hold_seq(c->srv, 0), R_INTERNAL_ERROR);
     c->waiting = false;
     /* We are inside an engine call: resume this connection from the loop. */
     event_active(c->ev_work, EV_TIMEOUT, 0);
@@ -263,7 +284,10 @@ static void exec(struct conn *c, const struct cmd *cmd)
     else if (r.code == R_CLOSE)
         quit(c, now);
     else
-        put_reply_held(c, &r, durable ? server_hold_seq(c->srv, before) : 0, fail);
+        put_reply_held(c, &r,
+                       durable ? server_hold_seq(c->srv, before)
+                       : reveals_job(cmd->op) ? server_hold_seq(c->srv, 0) : 0,
+                       fail);
 }
 
 bool conn_release_held(struct conn *c, uint64_t synced, int err)

@@ -20,7 +20,10 @@
  * - engine calls happen only from loop callbacks, never from the deliver hook;
  * - under fsync=always a reply to put, delete, release, bury, kick, kick-job or
  *   pause-tube, and everything after it, is written only once the log has
- *   synced its record; if the log fails first, an error reply replaces it.
+ *   synced its record; a reply that shows a job (reserve, peek, stats-job)
+ *   waits for every record appended before it, so no client ever sees a job,
+ *   or its id, that a crash could take back; if the log fails first, an error
+ *   reply replaces a held one.
  */
 #ifndef DK_CONN_H
 #define DK_CONN_H

@@ -564,6 +564,14 @@ int server_open_log(struct server *srv)
         dk_log(DK_LOG_ERROR, "write-ahead log: cannot start its writer: %s", strerror(-rc));
         return -1;
     }
+    if (wal_repaired(w)) {
+        /* Move every live job past the damage; compaction then deletes the
+         * damaged segments once the new copies are synced, so the next start
+         * needs no --repair. */
+        engine_snapshot_all(srv->engine);
+        dk_log(DK_LOG_WARN, "write-ahead log repaired: %zu jobs rewritten into a fresh segment",
+               engine_job_count(srv->engine));
+    }
     struct wal_stats st;
     wal_get_stats(w, &st);
     dk_log(DK_LOG_NOTICE, "write-ahead log %s: %llu records replayed, %zu jobs, in %.3f s; fsync %s",

@@ -61,6 +61,7 @@ struct wal {
     void *preamble_ctx;
     uint64_t written, migrated, recovered;
     bool compacting;
+    bool repaired;                 /* recovery accepted damage under --repair */
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -555,6 +556,8 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
         /* Only a file that holds at most a header can be a segment whose
          * creation was cut short; anything longer is damage. */
         if ((last && size <= REC_HEADER_SIZE) || w->cfg.repair) {
+            if (!(last && size <= REC_HEADER_SIZE))
+                w->repaired = true;
             warn(w, "%s: %s segment header; removing the file", path,
                  h == REC_TRUNCATED ? "incomplete" : "corrupt");
             if (p)
@@ -577,13 +580,16 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
         size_t used;
         int line;
         int d = record_decode(p + off, size - off, &r, &seq, &used, &line);
-        if (d == REC_OK && rp->last_seq && seq != rp->last_seq + 1 && !w->cfg.repair) {
-            snprintf(rp->err, rp->errlen,
-                     "%s at offset %zu: record %" PRIu64 " follows record %" PRIu64
-                     ": a segment is missing or duplicated; start with --repair to accept it",
-                     path, off, seq, rp->last_seq);
-            rc = -1;
-            goto out;
+        if (d == REC_OK && rp->last_seq && seq != rp->last_seq + 1) {
+            if (!w->cfg.repair) {
+                snprintf(rp->err, rp->errlen,
+                         "%s at offset %zu: record %" PRIu64 " follows record %" PRIu64
+                         ": a segment is missing or duplicated; start with --repair to accept it",
+                         path, off, seq, rp->last_seq);
+                rc = -1;
+                goto out;
+            }
+            w->repaired = true;
         }
         if (d != REC_OK) {
             const char *why = d == REC_TRUNCATED ? "torn record" : "corrupt record";
@@ -595,6 +601,8 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
                 rc = -1;
                 goto out;
             }
+            if (!last)
+                w->repaired = true;
             warn(w, "%s at offset %zu: %s; truncating the %zu bytes from there", path, off, why,
                  size - off);
             if (truncate_file(path, off) < 0) {
@@ -746,6 +754,7 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx)
 
 uint64_t wal_synced(const struct wal *w) { return atomic_load(&w->synced); }
 uint64_t wal_appended(const struct wal *w) { return w->appended; }
+bool wal_repaired(const struct wal *w) { return w->repaired; }
 int wal_failed(const struct wal *w) { return atomic_load(&w->failed); }
 int64_t wal_fsync_policy(const struct wal *w) { return w->cfg.fsync; }
 int wal_event_fd(const struct wal *w) { return w->efd; }

@@ -95,6 +95,9 @@ void wal_flush(struct wal *w);
 /* The highest sequence number known durable (under fsync=always), or written
  * to the kernel (other policies). */
 uint64_t wal_synced(const struct wal *w);
+/* True if recovery accepted damage (--repair): the caller should rewrite
+ * every live job (engine_snapshot_all) so the damaged segments can go. */
+bool wal_repaired(const struct wal *w);
 /* The last sequence number appended. */
 uint64_t wal_appended(const struct wal *w);
 /* 0, or the errno of the write or fsync that failed the log. */
