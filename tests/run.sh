@@ -6,12 +6,15 @@
 #   2. node:test integration + compat tests against build/docketd
 #   3. node:test integration tests against build-asan/docketd (the harness
 #      fails a test whose server printed a sanitizer report)
+#   4. node:test crash tests (tests/crash: kill -9 loop, damaged logs) against
+#      build/docketd
 #
 # Last line: "tests: N passed, M failed" (Criterion "Synthesis" + node "# pass/# fail").
 # Exits non-zero if anything failed or a runner died. Each runner has a timeout.
 #
 # Environment: TEST_TIMEOUT (s, per runner, default 600), NODE_TEST_CONCURRENCY
 # (default 2), BEANSTALKD (reference server for the differential tests),
+# CRASH_ITERATIONS / CRASH_SEED (tests/crash/crash-loop.test.mjs),
 # DOCKETD / DOCKETD_ASAN (servers under test, default build/docketd and
 # build-asan/docketd; e.g. DOCKETD=/usr/bin/beanstalkd DOCKETD_ASAN=/usr/bin/beanstalkd
 # BEANSTALKD_112=1 checks the tests themselves against beanstalkd 1.12).
@@ -55,6 +58,7 @@ for t in build/tests/test_* build-asan/tests/test_*; do
     say "unit $t"
     log="$TMP/unit.log"
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
+        LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp} \
         timeout "$TEST_TIMEOUT" "./$t" >"$log" 2>&1
     rc=$?
     cat "$log"
@@ -74,7 +78,7 @@ for t in build/tests/test_* build-asan/tests/test_*; do
 done
 [ "$unit_ran" -eq 0 ] && say "no unit test binaries under build/tests or build-asan/tests"
 
-# --- 2 and 3. node:test -----------------------------------------------------
+# --- 2, 3 and 4. node:test -----------------------------------------------------
 # Spec output to the terminal, TAP to a file for the counts.
 node_run() { # name, DOCKETD, files...
     name=$1
@@ -99,6 +103,7 @@ node_run() { # name, DOCKETD, files...
 
 node_run plain "${DOCKETD:-build/docketd}" tests/integration/*.test.mjs tests/compat/*.test.mjs
 node_run asan "${DOCKETD_ASAN:-build-asan/docketd}" tests/integration/*.test.mjs
+node_run crash "${DOCKETD:-build/docketd}" tests/crash/*.test.mjs
 
 FAILED=$((FAILED + BROKEN))
 echo "tests: $PASSED passed, $FAILED failed"
