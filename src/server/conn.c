@@ -286,7 +286,7 @@ static void exec(struct conn *c, const struct cmd *cmd)
     else
         put_reply_held(c, &r,
                        durable ? server_hold_seq(c->srv, before)
-                       : reveals_job(cmd->op) ? server_hold_seq(c->srv, 0) : 0,
+                       : reveals_job(cmd->op) ? server_hold_before(c->srv, before) : 0,
                        fail);
 }
 
@@ -364,13 +364,19 @@ static void process(struct conn *c)
 }
 
 /* Writes as much output as the socket takes. Closes c on a write error. */
+/* Bytes of output that may be written now: held replies, and all that
+ * follows them, wait for the log. */
+static size_t writable(const struct conn *c)
+{
+    if (c->hfirst < c->nholds)
+        return (size_t)(c->holds[c->hfirst].start - c->sent);
+    return buf_used(&c->out);
+}
+
 static void flush(struct conn *c)
 {
     for (;;) {
-        /* Held replies, and all that follows them, wait for the log. */
-        size_t ready = buf_used(&c->out);
-        if (c->hfirst < c->nholds)
-            ready = (size_t)(c->holds[c->hfirst].start - c->sent);
+        size_t ready = writable(c);
         if (ready == 0)
             break;
         ssize_t n = write_some(c->fd, buf_head(&c->out), ready);
@@ -437,7 +443,9 @@ static void update(struct conn *c)
     }
     bool rd = !c->eof && !c->closing && !out_full(c) && buf_used(&c->in) < in_limit(c);
     want(c->ev_read, &c->reading, rd);
-    want(c->ev_write, &c->writing, buf_used(&c->out) > 0);
+    /* Bytes behind a held reply cannot go yet: waiting for "writable" then
+     * would only spin the loop until the log syncs. */
+    want(c->ev_write, &c->writing, writable(c) > 0);
     /* An idle connection keeps no input buffer: thousands of them are normal. */
     if (buf_used(&c->in) == 0)
         buf_destroy(&c->in);

@@ -258,11 +258,33 @@ static bool on_compact(void *ctx, uint32_t seg, size_t budget)
     return engine_compact(srv->engine, seg, budget);
 }
 
+/* Runs after the callbacks that were already pending when the loop turn's
+ * first record was made: hands all their records to the writer at once, and
+ * takes one bounded compaction step. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+
+    (void)fd;
+    (void)what;
+    srv->flush_pending = false;
+    bool more = wal_maintain(srv->wal, on_compact, srv);
+    wal_flush(srv->wal);
+    if (more) {
+        /* Compaction goes on, one bounded step per loop turn. */
+        srv->flush_pending = true;
+        event_active(srv->flush_ev, EV_TIMEOUT, 0);
+    }
+    server_rearm(srv);
+}
+
 void server_rearm(struct server *srv)
 {
-    if (srv->wal) {
-        wal_maintain(srv->wal, on_compact, srv);
-        wal_flush(srv->wal);
+    if (srv->wal && !srv->flush_pending && wal_has_pending(srv->wal)) {
+        /* Activated events run in order, so this one comes after every
+         * callback this loop turn has queued so far. */
+        srv->flush_pending = true;
+        event_active(srv->flush_ev, EV_TIMEOUT, 0);
     }
     uint64_t at = engine_next_wakeup(srv->engine);
 
@@ -463,6 +485,13 @@ uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before)
     return now > appended_before && now > wal_synced(srv->wal) ? now : 0;
 }
 
+uint64_t server_hold_before(const struct server *srv, uint64_t appended_before)
+{
+    if (!srv->hold_replies)
+        return 0;
+    return appended_before > wal_synced(srv->wal) ? appended_before : 0;
+}
+
 void server_untrack_held(struct server *srv, struct conn *c)
 {
     if (!c->held)
@@ -581,7 +610,8 @@ int server_open_log(struct server *srv)
            : cfg->fsync == CONFIG_FSYNC_NEVER ? "never" : "on an interval");
     srv->hold_replies = cfg->fsync == CONFIG_FSYNC_ALWAYS;
     srv->wal_ev = event_new(srv->base, wal_event_fd(w), EV_READ | EV_PERSIST, on_wal, srv);
-    if (!srv->wal_ev || event_add(srv->wal_ev, NULL) < 0)
+    srv->flush_ev = event_new(srv->base, -1, 0, on_flush, srv);
+    if (!srv->wal_ev || !srv->flush_ev || event_add(srv->wal_ev, NULL) < 0)
         xoom("log event");
     return 0;
 }
@@ -623,6 +653,7 @@ void server_destroy(struct server *srv)
     }
     /* Everything accepted is synced before the log closes. */
     free_event(&srv->wal_ev);
+    free_event(&srv->flush_ev);
     wal_close(srv->wal);
     srv->wal = NULL;
     if (srv->engine)

@@ -29,6 +29,8 @@ struct server {
     struct engine *engine;
     struct wal *wal;           /* write-ahead log; NULL with --memory */
     struct event *wal_ev;      /* the log's eventfd: a sync finished or the log failed */
+    struct event *flush_ev;    /* hands a loop turn's records to the log's writer */
+    bool flush_pending;        /* flush_ev is active */
     bool hold_replies;         /* fsync=always: replies wait for the sync covering them */
     struct conn *held;         /* connections with replies waiting for a sync */
     struct evconnlistener *listener;
@@ -71,9 +73,10 @@ int server_run(struct server *srv);
 /* Closes every connection and frees the engine and the loop. */
 void server_destroy(struct server *srv);
 
-/* Call after each batch of engine calls: hands the log records they made to
- * the log's writer, runs one bounded compaction step, and points the engine
- * timer at engine_next_wakeup(). */
+/* Call after each batch of engine calls: schedules one hand-over of the log
+ * records made in this loop turn (after the turn's other callbacks, so that
+ * one fdatasync covers all of them), and points the engine timer at
+ * engine_next_wakeup(). */
 void server_rearm(struct server *srv);
 
 /* True if the log refuses new records (a write or fsync failed). */
@@ -81,6 +84,9 @@ bool server_log_failed(const struct server *srv);
 /* The sequence number a reply must wait for, given the last record appended
  * before the command ran; 0 when it need not wait. */
 uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before);
+/* The sequence number a reply that shows a job must wait for: the records
+ * appended before its command ran (its own RESERVE record need not wait). */
+uint64_t server_hold_before(const struct server *srv, uint64_t appended_before);
 /* The last log record appended (0 without a log). */
 uint64_t server_appended(const struct server *srv);
 /* Marks c as having replies held for a sync, or no longer. */

@@ -433,28 +433,35 @@ static int drop_oldest(struct wal *w)
     return 0;
 }
 
-void wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
+/* Whether the log takes more than twice its live bytes plus two segments. */
+static bool over_budget(const struct wal *w)
+{
+    struct wal_stats st;
+    wal_get_stats(w, &st);
+    return w->nsegs >= 2 && st.disk_bytes > 2 * st.live_bytes + 2 * w->cfg.segment_size;
+}
+
+bool wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
                   void *ctx)
 {
     if (!w || atomic_load(&w->failed))
-        return;
+        return false;
     for (int round = 0; round < COMPACT_ROUNDS; round++) {
         /* Segments where nothing live has its snapshot go at once; the
          * segment being written never does. */
         while (w->nsegs >= 2 && w->segs[0].live == 0)
             if (drop_oldest(w) < 0)
-                return;
-        if (w->nsegs < 2)
-            return;
-        struct wal_stats st;
-        wal_get_stats(w, &st);
-        if (st.disk_bytes <= 2 * st.live_bytes + 2 * w->cfg.segment_size)
-            return;
+                return false;
+        if (!over_budget(w))
+            return false;
         w->compacting = true;
         compact(ctx, (uint32_t)w->segs[0].num, COMPACT_BUDGET);
         w->compacting = false;
     }
+    return over_budget(w) || (w->nsegs >= 2 && w->segs[0].live == 0);
 }
+
+bool wal_has_pending(const struct wal *w) { return w->out.len > 0; }
 
 /* ---- recovery ----------------------------------------------------------- */
 

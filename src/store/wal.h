@@ -111,9 +111,12 @@ void wal_event_ack(struct wal *w);
 
 /* One bounded step of compaction; call once per loop turn. compact(ctx, seg,
  * budget) must re-append the live jobs whose newest snapshot is in segment seg
- * (engine_compact). Deletes the oldest segment once nothing live is in it. */
-void wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
+ * (engine_compact). Deletes the oldest segment once nothing live is in it.
+ * Returns true if more compaction is due (call again next turn). */
+bool wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
                   void *ctx);
+/* True if records were appended since the last wal_flush(). */
+bool wal_has_pending(const struct wal *w);
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
 
