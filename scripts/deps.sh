@@ -1,11 +1,13 @@
 #!/bin/sh
-# deps.sh -- makes sure the Debian packages Docket builds and tests with are here.
+# deps.sh -- makes sure the Debian packages Docket builds, tests and benchmarks
+# with are here (beanstalkd runs in the differential tests, redis-server only in
+# `make bench`).
 # As root it installs the missing ones with apt-get; otherwise it prints the
 # exact apt-get line and fails.
 set -u
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in build-essential pkg-config libevent-dev libinih-dev libcriterion-dev beanstalkd nodejs npm; do
+for p in build-essential pkg-config libevent-dev libinih-dev libcriterion-dev beanstalkd redis-server nodejs npm; do
     case "$p" in
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;

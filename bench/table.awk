@@ -1,0 +1,142 @@
+# table.awk -- turns bench/run.sh's results file into Markdown tables.
+#
+# Input lines: "server=S case=C result phase=P k=v ...", "server=S case=C check
+# ... status=ok|FAIL", "server=S case=C error ..." and "server=disk case=C fsync
+# p50_us=.. p99_us=.." (the disk probe before a row). Variables (-v):
+# servers  the server names in column order, space-separated
+# base     the server the ratios compare with
+# rate     the fixed rate, for the row label
+#
+# Prints three tables: throughput with ratios to base, latency p50 / p99 and
+# latency p99.9 / max, then any failed checks. Exits 0.
+
+function kv(    i, n) {
+    delete f
+    for (i = 1; i <= NF; i++) {
+        n = index($i, "=")
+        if (n > 0)
+            f[substr($i, 1, n - 1)] = substr($i, n + 1)
+    }
+}
+
+function rate_fmt(v) {
+    v += 0
+    if (v >= 100000) return sprintf("%.0fk", v / 1000)
+    if (v >= 10000) return sprintf("%.1fk", v / 1000)
+    return sprintf("%.0f", v)
+}
+
+# Microseconds in, milliseconds out, about three significant digits.
+function ms(us,    v) {
+    v = (us + 0) / 1000
+    if (v < 1) return sprintf("%.3f", v)
+    if (v < 10) return sprintf("%.2f", v)
+    if (v < 100) return sprintf("%.1f", v)
+    return sprintf("%.0f", v)
+}
+
+function row(label, key, what,    i, s, k, b, cell, line) {
+    line = "| " label " |"
+    for (i = 1; i <= ns; i++) {
+        s = sv[i]
+        k = s SUBSEP key
+        if (!((k SUBSEP "jobs_per_s") in val)) {
+            cell = bad[s SUBSEP caseof[key]] ? "error" : "-"
+        } else if (what == "tput") {
+            cell = rate_fmt(val[k, "jobs_per_s"])
+            b = val[base, key, "jobs_per_s"]
+            if (s != base && b > 0)
+                cell = cell sprintf(" (%.2fx)", val[k, "jobs_per_s"] / b)
+        } else if (what == "lat") {
+            cell = ms(val[k, "p50_us"]) " / " ms(val[k, "p99_us"])
+            if ((k SUBSEP "backlog") in val)
+                cell = cell " (q " val[k, "backlog"] ")"
+        } else {
+            cell = ms(val[k, "p999_us"]) " / " ms(val[k, "max_us"])
+        }
+        if (bad[s SUBSEP caseof[key]] && cell != "error")
+            cell = cell " FAIL"
+        line = line " " cell " |"
+    }
+    if (what == "tput")
+        line = line " " (caseof[key] in disk ? disk[caseof[key]] : "-") " |"
+    print line
+}
+
+function header(title, extra,    i, line, sep) {
+    print ""
+    print title
+    print ""
+    line = "| workload |"
+    sep = "|---|"
+    for (i = 1; i <= ns; i++) {
+        line = line " " sv[i] " |"
+        sep = sep "---:|"
+    }
+    if (extra != "") {
+        line = line " " extra " |"
+        sep = sep "---:|"
+    }
+    print line
+    print sep
+}
+
+BEGIN {
+    ns = split(servers, sv, " ")
+    nr = 0
+    # key (case/phase), label; the order of the rows.
+    keys[++nr] = "put/put";        labels[nr] = "put, 4 producers"
+    keys[++nr] = "put/drain";      labels[nr] = "drain (reserve+delete), 4 consumers"
+    keys[++nr] = "put16/put";      labels[nr] = "put, 4 producers, 16 pipelined"
+    keys[++nr] = "put16/drain";    labels[nr] = "drain, 4 consumers, 16 pipelined"
+    keys[++nr] = "mixed/mixed";    labels[nr] = "mixed, 2 producers + 4 consumers"
+    keys[++nr] = "mixed16/mixed";  labels[nr] = "mixed, 16 pipelined"
+    keys[++nr] = "big/mixed";      labels[nr] = "mixed, 16 KiB bodies"
+    keys[++nr] = "rtt/rtt";        labels[nr] = "rtt: put, reserve, delete on 1 connection"
+    keys[++nr] = "rate/rate";      labels[nr] = "fixed rate " rate "/s, enqueue to dequeue"
+    keys[++nr] = "rate/rate-put";  labels[nr] = "fixed rate " rate "/s, put acknowledged"
+    for (i = 1; i <= nr; i++) {
+        split(keys[i], kp, "/")
+        caseof[keys[i]] = kp[1]
+    }
+}
+
+{
+    kv()
+    s = f["server"]; c = f["case"]
+    ran[c] = 1
+    if ($3 == "result") {
+        key = c "/" f["phase"]
+        for (name in f)
+            val[s, key, name] = f[name]
+    } else if ($3 == "check") {
+        if (f["status"] != "ok") {
+            bad[s, c] = 1
+            fails = fails "\n- " s " " c ": " substr($0, index($0, "check"))
+        }
+    } else if ($3 == "fsync") {
+        disk[c] = sprintf("%.0f / %.0f", f["p50_us"], f["p99_us"])
+    } else if ($3 == "error") {
+        bad[s, c] = 1
+        fails = fails "\n- " s " " c ": " substr($0, index($0, "error"))
+    }
+}
+
+END {
+    header("Throughput, jobs/s (ratio to " base "); last column: the disk's fdatasync p50 / p99 in us, measured just before the row:", "fdatasync")
+    for (i = 1; i <= nr; i++)
+        if (caseof[keys[i]] in ran && keys[i] != "rate/rate-put")
+            row(labels[i], keys[i], "tput")
+    header("Latency p50 / p99, ms (put: until INSERTED; drain: reserve sent until DELETED; mixed and rate: the job's put sent until its reserve arrived, with (q N) the jobs still queued when the producers stopped; rtt: one put+reserve+delete):", "")
+    for (i = 1; i <= nr; i++)
+        if (caseof[keys[i]] in ran)
+            row(labels[i], keys[i], "lat")
+    header("Latency p99.9 / max, ms:", "")
+    for (i = 1; i <= nr; i++)
+        if (caseof[keys[i]] in ran)
+            row(labels[i], keys[i], "tail")
+    if (fails != "") {
+        print ""
+        print "Failed checks:" fails
+    }
+}

@@ -1,0 +1,112 @@
+// bench.test.mjs -- build/docket-bench (bench/) against a fresh docketd: short
+// put+drain and mixed runs finish, their output parses, and the exactly-once
+// check passes. Behaviour only: nothing here asserts a speed. `make bench`
+// (bench/run.sh) is the real benchmark and is not part of the tests.
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { startServer, connect, put, REPO_ROOT, IS_112 } from './harness.mjs';
+
+const BENCH = path.resolve(REPO_ROOT, process.env.DOCKET_BENCH || 'build/docket-bench');
+const T = { timeout: 60000 };
+const SKIP = IS_112 ? 'docketd flags (--memory, --fsync)' : false;
+
+/** Runs docket-bench with args; resolves {code, stdout, stderr} (never rejects on exit status). */
+function bench(args) {
+    return new Promise((resolve, reject) => {
+        if (!existsSync(BENCH)) { reject(new Error(`${BENCH} not built (make all)`)); return; }
+        execFile(BENCH, args, { timeout: 45000, encoding: 'latin1' }, (err, stdout, stderr) => {
+            if (err && typeof err.code !== 'number') { reject(err); return; }
+            resolve({ code: err ? err.code : 0, stdout, stderr });
+        });
+    });
+}
+
+/** Parses "result k=v ..." and "check k=v ..." lines; numbers become numbers. */
+function parse(stdout) {
+    const out = { results: {}, checks: [], other: [] };
+    for (const line of stdout.split('\n').filter(Boolean)) {
+        const [kind, ...pairs] = line.split(' ');
+        const rec = {};
+        for (const p of pairs) {
+            const i = p.indexOf('=');
+            assert.ok(i > 0, `not key=value: ${JSON.stringify(p)} in ${JSON.stringify(line)}`);
+            const v = p.slice(i + 1);
+            rec[p.slice(0, i)] = /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+        }
+        if (kind === 'result') out.results[rec.phase] = rec;
+        else if (kind === 'check') out.checks.push(rec);
+        else out.other.push(line);
+    }
+    assert.deepEqual(out.other, [], 'docket-bench printed only result and check lines');
+    return out;
+}
+
+function assertResult(r, phase) {
+    assert.ok(r, `a result line for ${phase}`);
+    for (const k of ['jobs', 'secs', 'jobs_per_s', 'samples', 'p50_us', 'p90_us', 'p99_us', 'p999_us', 'max_us']) {
+        assert.equal(typeof r[k], 'number', `${phase}: ${k} is a number`);
+    }
+    assert.ok(r.jobs > 0, `${phase}: some jobs`);
+    assert.ok(r.p50_us <= r.p90_us && r.p90_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us,
+        `${phase}: percentiles in order: ${JSON.stringify(r)}`);
+}
+
+function assertExactlyOnce(out, acked) {
+    assert.equal(out.checks.length, 1);
+    const c = out.checks[0];
+    assert.deepEqual(
+        [c.status, c.duplicates, c.missing, c.unexpected, c.errors],
+        ['ok', 0, 0, 0, 0], JSON.stringify(c));
+    assert.equal(c.acked, acked);
+    assert.equal(c.consumed, acked);
+}
+
+for (const [name, args] of [['--memory', ['--memory']], ['--fsync=always', ['--fsync=always']]]) {
+    describe(`docket-bench against docketd ${name}`, { skip: SKIP }, () => {
+        let srv;
+        before(async () => { srv = await startServer({ args }); });
+        after(async () => { await srv?.stop(); });
+
+        it('put then drain: every acknowledged job is reserved and deleted exactly once', T, async () => {
+            const { code, stdout, stderr } = await bench(['-p', String(srv.port), '-w', 'put', '-d', '1',
+                '-P', '2', '-C', '2', '-t', 'bench-put']);
+            assert.equal(code, 0, stderr);
+            const out = parse(stdout);
+            assertResult(out.results.put, 'put');
+            assertResult(out.results.drain, 'drain');
+            assert.equal(out.results.put.samples, out.results.put.jobs);
+            assert.equal(out.results.drain.jobs, out.results.put.jobs);
+            assertExactlyOnce(out, out.results.put.jobs);
+        });
+
+        it('mixed, 4 pipelined: producers and consumers at once, exactly once', T, async () => {
+            const { code, stdout, stderr } = await bench(['-p', String(srv.port), '-w', 'mixed', '-d', '1',
+                '-P', '2', '-C', '2', '-D', '4', '-t', 'bench-mixed']);
+            assert.equal(code, 0, stderr);
+            const out = parse(stdout);
+            assertResult(out.results.mixed, 'mixed');
+            assertResult(out.results['mixed-put'], 'mixed-put');
+            assert.equal(out.results.mixed.jobs, out.results['mixed-put'].jobs);
+            assertExactlyOnce(out, out.results['mixed-put'].jobs);
+        });
+
+        it('a job in the tube that docket-bench did not put fails the check (exit 1)', T, async (t) => {
+            const c = await connect(t, srv);
+            await c.send('use bench-foreign\r\n');
+            await c.expectLine('USING bench-foreign');
+            await put(c, 'not a bench job');
+            const { code, stdout } = await bench(['-p', String(srv.port), '-w', 'put', '-n', '100',
+                '-t', 'bench-foreign']);
+            assert.equal(code, 1);
+            const chk = parse(stdout).checks[0];
+            assert.equal(chk.status, 'FAIL');
+            assert.equal(chk.unexpected, 1);
+            assert.equal(chk.missing, 0);
+            assert.equal(chk.acked, 100);
+        });
+    });
+}
