@@ -7,7 +7,7 @@
 set -u
 need=""
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in build-essential pkg-config libevent-dev libinih-dev libcriterion-dev beanstalkd redis-server nodejs npm; do
+for p in build-essential pkg-config libevent-dev libinih-dev libcriterion-dev valgrind beanstalkd redis-server nodejs npm; do
     case "$p" in
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;

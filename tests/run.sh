@@ -8,6 +8,8 @@
 #      fails a test whose server printed a sanitizer report)
 #   4. node:test crash tests (tests/crash: kill -9 loop, damaged logs) against
 #      build/docketd
+#   5. node:test protocol, command, stats and durability tests with docketd
+#      under valgrind (tests/valgrind-docketd.sh: any error or leak fails)
 #
 # Last line: "tests: N passed, M failed" (Criterion "Synthesis" + node "# pass/# fail").
 # Exits non-zero if anything failed or a runner died. Each runner has a timeout.
@@ -104,6 +106,11 @@ node_run() { # name, DOCKETD, files...
 node_run plain "${DOCKETD:-build/docketd}" tests/integration/*.test.mjs tests/compat/*.test.mjs
 node_run asan "${DOCKETD_ASAN:-build-asan/docketd}" tests/integration/*.test.mjs
 node_run crash "${DOCKETD:-build/docketd}" tests/crash/*.test.mjs
+if [ -z "${DOCKETD:-}" ]; then
+    node_run valgrind tests/valgrind-docketd.sh tests/integration/protocol.test.mjs \
+        tests/integration/commands.test.mjs tests/integration/stats.test.mjs \
+        tests/integration/durability.test.mjs
+fi
 
 FAILED=$((FAILED + BROKEN))
 echo "tests: $PASSED passed, $FAILED failed"
