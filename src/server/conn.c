@@ -270,8 +270,10 @@ static void exec(struct conn *c, const struct cmd *cmd)
     enum rcode fail = cmd->op == OP_PUT ? R_OUT_OF_MEMORY : R_INTERNAL_ERROR;
 
     dk_log(DK_LOG_DEBUG, "fd %d: %s", c->fd, bs_op_name(cmd->op));
-    if (durable && server_log_failed(c->srv)) {
-        /* Nothing can be made durable: refuse rather than change memory only. */
+    if ((durable && server_log_failed(c->srv)) ||
+        (cmd->op == OP_PUT && server_low_space(c->srv))) {
+        /* Nothing can be made durable, or the disk keeps its last space for
+         * deletes: refuse rather than change memory only. */
         r = (struct reply){.code = fail};
         engine_count_error(c->srv->engine, c->s, cmd->op, fail);
         put_reply(c, &r);

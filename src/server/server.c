@@ -472,6 +472,8 @@ int server_init(struct server *srv, const struct config *cfg)
 
 bool server_log_failed(const struct server *srv) { return srv->wal && wal_failed(srv->wal); }
 
+bool server_low_space(const struct server *srv) { return srv->wal && wal_low_space(srv->wal); }
+
 uint64_t server_appended(const struct server *srv)
 {
     return srv->wal ? wal_appended(srv->wal) : 0;

@@ -81,6 +81,8 @@ void server_rearm(struct server *srv);
 
 /* True if the log refuses new records (a write or fsync failed). */
 bool server_log_failed(const struct server *srv);
+/* True while the disk is too full for new jobs (deletes still work). */
+bool server_low_space(const struct server *srv);
 /* The sequence number a reply must wait for, given the last record appended
  * before the command ran; 0 when it need not wait. */
 uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before);

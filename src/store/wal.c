@@ -21,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +78,7 @@ struct wal {
     /* Published by the writer. */
     _Atomic uint64_t synced;
     _Atomic int failed;
+    _Atomic bool low_space;        /* free disk space is under the reserve */
     int efd;
 
     /* Writer thread only. */
@@ -87,7 +89,16 @@ struct wal {
     uint64_t last_sync_ms;
 };
 
-static const struct wal_io real_io = {.write = write, .fdatasync = fdatasync};
+static uint64_t statvfs_free(int dirfd)
+{
+    struct statvfs st;
+    if (fstatvfs(dirfd, &st) < 0)
+        return UINT64_MAX; /* cannot tell: do not refuse work over it */
+    return (uint64_t)st.f_bavail * st.f_frsize;
+}
+
+static const struct wal_io real_io = {.write = write, .fdatasync = fdatasync,
+                                      .free_bytes = statvfs_free};
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -219,16 +230,25 @@ static int open_segment(struct wal *w, uint64_t num)
             return rc;
         w->dirty = false;
     }
-    char path[4096];
+    /* The header goes to a temporary file that is synced and then renamed
+     * into place: a crash never leaves a segment without its header. */
+    char path[4096], tmp[4096];
     seg_path(w, num, path, sizeof path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    snprintf(tmp, sizeof tmp, "%s/segment.tmp", w->dir);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
     unsigned char h[REC_HEADER_SIZE];
     record_header(h, num);
     int rc = write_all(w, fd, (const char *)h, sizeof h);
     if (rc == 0)
-        rc = sync_dir(w);
+        rc = sync_fd(w, fd);
+    if (rc == 0 && access(path, F_OK) == 0)
+        rc = -EEXIST; /* never replace a segment */
+    if (rc == 0 && rename(tmp, path) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = sync_dir(w); /* the rename is durable only now */
     if (rc < 0) {
         close(fd);
         return rc;
@@ -285,13 +305,33 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
         fail(w, -rc);
 }
 
+/* Publishes whether free space is below the reserve of two segments. */
+static void check_space(struct wal *w)
+{
+    uint64_t free = w->io->free_bytes ? w->io->free_bytes(w->dirfd) : statvfs_free(w->dirfd);
+    bool low = free < 2 * w->cfg.segment_size;
+    if (low != atomic_load(&w->low_space)) {
+        warn(w, low ? "%s: less than %llu bytes of disk free: refusing new jobs"
+                    : "%s: disk space is back: taking new jobs again",
+             w->dir, (unsigned long long)(2 * w->cfg.segment_size));
+        atomic_store(&w->low_space, low); /* after the message: readers see both */
+    }
+}
+
 static void *writer_main(void *arg)
 {
     struct wal *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->nq && !w->ndels && !w->stop) {
-            if (w->cfg.fsync > 0 && w->dirty) {
+            if (atomic_load(&w->low_space)) {
+                /* Notice freed space even when no record comes. */
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
+                    break;
+            } else if (w->cfg.fsync > 0 && w->dirty) {
                 /* Sync within the policy's interval even if nothing new comes. */
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
@@ -316,6 +356,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&w->mu);
 
         write_batch(w, q, nq, dels, ndels, stop);
+        check_space(w);
         for (size_t i = 0; i < nq; i++)
             buf_destroy(&q[i].data);
         free(q);
@@ -744,6 +785,7 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx)
     w->preamble = preamble;
     w->preamble_ctx = ctx;
     w->last_sync_ms = mono_ms();
+    check_space(w);
     int rc = pthread_create(&w->thread, NULL, writer_main, w);
     if (rc)
         return -rc;
@@ -762,6 +804,7 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx)
 uint64_t wal_synced(const struct wal *w) { return atomic_load(&w->synced); }
 uint64_t wal_appended(const struct wal *w) { return w->appended; }
 bool wal_repaired(const struct wal *w) { return w->repaired; }
+bool wal_low_space(const struct wal *w) { return atomic_load(&w->low_space); }
 int wal_failed(const struct wal *w) { return atomic_load(&w->failed); }
 int64_t wal_fsync_policy(const struct wal *w) { return w->cfg.fsync; }
 int wal_event_fd(const struct wal *w) { return w->efd; }

@@ -24,6 +24,9 @@
  *   sticky (wal_failed()), and nothing after it is ever reported synced.
  * - Segments are fdatasync'd before the next one is started, and the
  *   directory is fsync'd after a segment is created or removed.
+ * - Below two segments of free disk space the log reports wal_low_space(),
+ *   keeping that space for deletes and compaction; a real ENOSPC is still a
+ *   sticky failure.
  */
 #ifndef DK_WAL_H
 #define DK_WAL_H
@@ -43,6 +46,8 @@
 struct wal_io {
     ssize_t (*write)(int fd, const void *p, size_t n);
     int (*fdatasync)(int fd);
+    /* Bytes free for us on the file system of dirfd; NULL: fstatvfs. */
+    uint64_t (*free_bytes)(int dirfd);
 };
 
 struct wal_config {
@@ -100,6 +105,10 @@ uint64_t wal_synced(const struct wal *w);
 bool wal_repaired(const struct wal *w);
 /* The last sequence number appended. */
 uint64_t wal_appended(const struct wal *w);
+/* True while the disk has less free space than two segments: new jobs are
+ * refused, while deletes and other small updates still use that reserve. The
+ * writer checks after every batch, and every second while space is low. */
+bool wal_low_space(const struct wal *w);
 /* 0, or the errno of the write or fsync that failed the log. */
 int wal_failed(const struct wal *w);
 int64_t wal_fsync_policy(const struct wal *w);

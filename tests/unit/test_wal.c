@@ -764,3 +764,36 @@ Test(wal, power_loss_keeps_every_synced_record, .timeout = 120)
     }
     unlink(synclog);
 }
+
+/* ---- free space --------------------------------------------------------- */
+
+static atomic_ullong FREE_BYTES;
+static uint64_t fake_free(int dirfd)
+{
+    (void)dirfd;
+    return FREE_BYTES;
+}
+
+static const struct wal_io space_io = {.write = write, .fdatasync = fdatasync,
+                                       .free_bytes = fake_free};
+
+Test(wal, low_disk_space_is_reported_and_clears_by_itself)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(4096);
+    cfg.io = &space_io;
+    FREE_BYTES = 8191; /* under the reserve of two 4 KiB segments */
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    cr_assert(wal_low_space(w));
+    cr_assert(strstr(WARN, "refusing new jobs"), "%s", WARN);
+    uint64_t last = append_jobs(w, 1, 3, 10);
+    wait_synced(w, last);
+    cr_assert_eq(wal_synced(w), last, "records still go to disk while space is low");
+    FREE_BYTES = 1 << 30;
+    for (int i = 0; i < 300 && wal_low_space(w); i++)
+        usleep(10000); /* the writer re-checks every second while low */
+    cr_assert_not(wal_low_space(w));
+    cr_assert(strstr(WARN, "space is back"), "%s", WARN);
+    wal_close(w);
+}

@@ -1,0 +1,97 @@
+// disk-full.test.mjs -- a full disk refuses new jobs but not deletes, gives the
+// space back by itself, and loses nothing acknowledged (DESIGN.md §4).
+//
+// docketd's log lives on a 1 MiB tmpfs mounted for the test (root only; the
+// test says why it skips otherwise). With -s 65536 docketd keeps two segments
+// (128 KiB) in reserve: below that, put answers OUT_OF_MEMORY while delete,
+// release and the like still work, and compaction frees segments.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startServer, Client, putCmd, sleep, binVersion, DOCKETD } from '../integration/harness.mjs';
+
+function skipReason() {
+    if (!/^docketd /.test(binVersion(DOCKETD))) return `docketd only (${binVersion(DOCKETD) || DOCKETD})`;
+    if (process.getuid && process.getuid() !== 0) return 'needs root to mount a small tmpfs';
+    return false;
+}
+
+/** Mounts a 1 MiB tmpfs; unmounted and removed when the test ends. */
+function smallDisk(t) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'docket-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+    t.after(() => {
+        try { execFileSync('umount', [dir]); } catch { /* already gone */ }
+        fs.rmSync(dir, { recursive: true, force: true });
+    });
+    return dir;
+}
+
+const body = (id) => Buffer.concat([Buffer.from(`job ${id} `), Buffer.alloc(1000, id % 251)]);
+
+async function tryPut(c, b) {
+    await c.send(putCmd(b));
+    return c.line();
+}
+
+test('a full disk refuses puts, keeps deletes working, recovers by itself and loses nothing',
+    { skip: skipReason(), timeout: 60000 }, async (t) => {
+        const disk = smallDisk(t);
+        const dir = path.join(disk, 'data');
+        let srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
+        t.after(async () => { if (srv.alive) await srv.stop(); });
+        const c = await Client.connect(srv.port);
+
+        // Fill the disk: every INSERTED is a promise; the first refusal ends it.
+        const acked = new Map();
+        let refused = null;
+        for (let i = 0; i < 5000 && !refused; i++) {
+            const b = body(i);
+            const line = await tryPut(c, b);
+            const m = /^INSERTED (\d+)$/.exec(line);
+            if (m) acked.set(Number(m[1]), b);
+            else refused = line;
+        }
+        assert.equal(refused, 'OUT_OF_MEMORY', 'a full disk refuses new jobs the way beanstalkd clients expect');
+        assert.ok(acked.size > 100, `only ${acked.size} puts before the disk filled`);
+        assert.equal(await tryPut(c, body(9999)), 'OUT_OF_MEMORY', 'still refused');
+        assert.match(srv.stderr, /disk free: refusing new jobs/);
+
+        // Deletes still work, and are acknowledged.
+        const ids = [...acked.keys()];
+        const deleted = ids.slice(0, Math.floor(ids.length * 0.7));
+        for (const id of deleted) {
+            assert.equal(await c.call(`delete ${id}`), 'DELETED', `delete ${id} on a full disk`);
+            acked.delete(id);
+        }
+
+        // Compaction frees segments; puts come back without a restart.
+        let back = null;
+        for (let i = 0; i < 100 && !back; i++) {
+            const b = body(20000 + i);
+            const line = await tryPut(c, b);
+            const m = /^INSERTED (\d+)$/.exec(line);
+            if (m) { back = Number(m[1]); acked.set(back, b); } else await sleep(100);
+        }
+        assert.ok(back, 'puts are taken again once deletes freed space');
+        c.close();
+
+        // A crash now loses nothing acknowledged and brings back no deleted job.
+        process.kill(srv.pid, 'SIGKILL');
+        await srv.exited;
+        if (srv.cwd) fs.rmSync(srv.cwd, { recursive: true, force: true });
+        srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
+        const d = await Client.connect(srv.port);
+        for (const [id, b] of acked) {
+            const r = await d.cmd(`peek ${id}`);
+            assert.equal(r.line, `FOUND ${id} ${b.length}`, `acknowledged job ${id}`);
+            assert.ok(r.body.equals(b), `job ${id}: body`);
+        }
+        for (const id of deleted) assert.equal(await d.call(`peek ${id}`), 'NOT_FOUND', `deleted job ${id}`);
+        d.close();
+        await srv.stop();
+    });
