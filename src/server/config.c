@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../store/wal.h"
 #include "xalloc.h"
 
 #define EXIT_USAGE 2
@@ -68,7 +69,7 @@ static const struct config defaults = {
     .user = NULL,
     .binlog_dir = "docket-data",
     .fsync = CONFIG_FSYNC_ALWAYS,
-    .binlog_size = 10485760,
+    .binlog_size = WAL_SEGMENT_DEFAULT,
     .verbose = 0,
 };
 

@@ -30,7 +30,6 @@
 #define OUT_CAP_MIN (1024 * 1024)       /* bytes: backpressure threshold, at least */
 #define ACCEPT_RETRY_MS 100             /* pause after EMFILE before accepting again */
 #define TIMER_MAX_S 3600                /* longest single timer wait, s */
-#define DEFAULT_BINLOG_SIZE 10485760    /* bytes, reported by stats like beanstalkd */
 
 static uint64_t ts_ns(clockid_t id)
 {
@@ -235,7 +234,7 @@ static void on_info(void *ctx, struct engine_info *out)
     out->version = DOCKETD_VERSION;
     out->uptime = (server_now() - srv->start_ns) / ENGINE_NS;
     /* beanstalkd reports its -s value even without a log. */
-    out->binlog_max_size = srv->cfg->binlog_size ? srv->cfg->binlog_size : DEFAULT_BINLOG_SIZE;
+    out->binlog_max_size = srv->cfg->binlog_size ? srv->cfg->binlog_size : WAL_SEGMENT_DEFAULT;
     if (srv->wal) {
         struct wal_stats st;
         wal_get_stats(srv->wal, &st);

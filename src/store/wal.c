@@ -159,7 +159,6 @@ static int sync_dir(const struct wal *w)
     do
         rc = fsync(w->dirfd);
     while (rc < 0 && errno == EINTR);
-    (void)w;
     return rc < 0 ? -errno : 0;
 }
 
