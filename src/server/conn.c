@@ -174,7 +174,7 @@ static void put_reply_held(struct conn *c, const struct reply *r, uint64_t seq, 
     }
     c->holds[c->nholds++] =
         (struct hold){.start = start, .end = c->sent + buf_used(&c->out), .seq = seq, .fail = fail};
-    server_track_held(c->srv, c);
+    server_hold(c->srv, c, seq);
 }
 
 /* The log failed: every held reply becomes its error reply; the replies
@@ -245,7 +245,7 @@ void conn_deliver(struct conn *c, const struct reply *r)
         return;
     }
     /* A reserve that waited: the job may have been put a moment ago. */
-    put_reply_held(c, r, server_hold_seq(c->srv, 0), R_INTERNAL_ERROR);
+    put_reply_held(c, r, server_hold_before(c->srv, c->srv->reveal_seq), R_INTERNAL_ERROR);
     c->waiting = false;
     /* We are inside an engine call: resume this connection from the loop. */
     event_active(c->ev_work, EV_TIMEOUT, 0);
@@ -280,6 +280,7 @@ static void exec(struct conn *c, const struct cmd *cmd)
         return;
     }
     uint64_t before = server_appended(c->srv);
+    uint64_t reveal = c->srv->reveal_seq;
     engine_exec(c->srv->engine, c->s, cmd, now, &r);
     if (r.code == R_NONE)
         c->waiting = true;
@@ -288,7 +289,7 @@ static void exec(struct conn *c, const struct cmd *cmd)
     else
         put_reply_held(c, &r,
                        durable ? server_hold_seq(c->srv, before)
-                       : reveals_job(cmd->op) ? server_hold_before(c->srv, before) : 0,
+                       : reveals_job(cmd->op) ? server_hold_before(c->srv, reveal) : 0,
                        fail);
 }
 

@@ -214,9 +214,12 @@ static uint32_t on_record(void *ctx, const struct rec *r)
 
     if (!srv->wal)
         return 0;
-    if (!wal_append(srv->wal, r, &seg))
+    uint64_t seq = wal_append(srv->wal, r, &seg);
+    if (!seq)
         dk_log_every(1, DK_LOG_WARN, "write-ahead log refused a record: %s",
                      strerror(wal_failed(srv->wal) ? wal_failed(srv->wal) : ENOMEM));
+    else if (r->type != REC_RESERVE)
+        srv->reveal_seq = seq;
     return seg;
 }
 
@@ -257,6 +260,27 @@ static bool on_compact(void *ctx, uint32_t seg, size_t budget)
     return engine_compact(srv->engine, seg, budget);
 }
 
+/* Hands the loop turn's records to the log and, under fsync=always, asks for
+ * a sync up to the newest record a held reply waits for. Records nobody
+ * waits for (reservations) are written but not synced on their own. A sync
+ * asked while one runs starts when it ends, covering everything since. */
+static void commit(struct server *srv)
+{
+    if (!srv->wal)
+        return;
+    uint64_t want = 0;
+    if (srv->hold_replies && srv->want > srv->asked)
+        want = srv->asked = srv->want;
+    wal_commit(srv->wal, want);
+}
+
+/* Whether commit() has something to do. */
+static bool commit_due(const struct server *srv)
+{
+    return srv->wal &&
+           (wal_has_pending(srv->wal) || (srv->hold_replies && srv->want > srv->asked));
+}
+
 /* Runs after the callbacks that were already pending when the loop turn's
  * first record was made: hands all their records to the writer at once, and
  * takes one bounded compaction step. */
@@ -268,7 +292,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     (void)what;
     srv->flush_pending = false;
     bool more = wal_maintain(srv->wal, on_compact, srv);
-    wal_flush(srv->wal);
+    commit(srv);
     if (more) {
         /* Compaction goes on, one bounded step per loop turn. */
         srv->flush_pending = true;
@@ -279,7 +303,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 void server_rearm(struct server *srv)
 {
-    if (srv->wal && !srv->flush_pending && wal_has_pending(srv->wal)) {
+    if (!srv->flush_pending && commit_due(srv)) {
         /* Activated events run in order, so this one comes after every
          * callback this loop turn has queued so far. */
         srv->flush_pending = true;
@@ -486,11 +510,18 @@ uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before)
     return now > appended_before && now > wal_synced(srv->wal) ? now : 0;
 }
 
-uint64_t server_hold_before(const struct server *srv, uint64_t appended_before)
+uint64_t server_hold_before(const struct server *srv, uint64_t reveal_before)
 {
     if (!srv->hold_replies)
         return 0;
-    return appended_before > wal_synced(srv->wal) ? appended_before : 0;
+    return reveal_before > wal_synced(srv->wal) ? reveal_before : 0;
+}
+
+void server_hold(struct server *srv, struct conn *c, uint64_t seq)
+{
+    if (seq > srv->want)
+        srv->want = seq;
+    server_track_held(srv, c);
 }
 
 void server_untrack_held(struct server *srv, struct conn *c)

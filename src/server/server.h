@@ -33,6 +33,10 @@ struct server {
     bool flush_pending;        /* flush_ev is active */
     bool hold_replies;         /* fsync=always: replies wait for the sync covering them */
     struct conn *held;         /* connections with replies waiting for a sync */
+    /* Group commit (fsync=always): which records a sync must cover. */
+    uint64_t reveal_seq;       /* last record appended other than a RESERVE */
+    uint64_t want;             /* highest record a held reply waits for */
+    uint64_t asked;            /* the last want handed to the log */
     struct evconnlistener *listener;
     char *unix_path;           /* socket file to remove at exit; NULL for TCP */
     char listen_desc[160];     /* "127.0.0.1:11300", "[::1]:11300" or "unix:PATH", for the log */
@@ -86,11 +90,15 @@ bool server_low_space(const struct server *srv);
 /* The sequence number a reply must wait for, given the last record appended
  * before the command ran; 0 when it need not wait. */
 uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before);
-/* The sequence number a reply that shows a job must wait for: the records
- * appended before its command ran (its own RESERVE record need not wait). */
-uint64_t server_hold_before(const struct server *srv, uint64_t appended_before);
+/* The sequence number a reply that shows a job must wait for: given
+ * srv->reveal_seq as it was before the command ran, the records appended
+ * before it other than reservations (losing a RESERVE record in a crash
+ * takes nothing back: reserved jobs come back ready anyway). */
+uint64_t server_hold_before(const struct server *srv, uint64_t reveal_before);
 /* The last log record appended (0 without a log). */
 uint64_t server_appended(const struct server *srv);
+/* Marks c as having a reply held until record seq is synced. */
+void server_hold(struct server *srv, struct conn *c, uint64_t seq);
 /* Marks c as having replies held for a sync, or no longer. */
 void server_track_held(struct server *srv, struct conn *c);
 void server_untrack_held(struct server *srv, struct conn *c);

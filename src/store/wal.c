@@ -1,8 +1,11 @@
 /* wal.c -- write-ahead log (see wal.h for the contract and invariants).
  *
- * The server's thread encodes records into `out`; wal_flush() moves `out` to
+ * The server's thread encodes records into `out`; wal_commit() moves `out` to
  * the queue; the writer thread takes the whole queue at once, writes it,
- * fdatasyncs once, publishes the last sequence number and pokes an eventfd.
+ * fdatasyncs once if a reply waits for it (fsync=always), publishes the last
+ * sequence number and pokes an eventfd. Under the other policies the
+ * server's thread writes `out` itself while the writer sleeps (write_inline),
+ * and the writer only syncs on the policy's clock and starts segments.
  * Segment numbers fit in 32 bits in jobs' tags: at 10 MiB a segment that is
  * 40 PiB of log, so the wrap is not handled.
  */
@@ -57,6 +60,7 @@ struct wal {
     uint64_t appended;             /* last sequence number appended */
     struct buf out;                /* encoded, not yet handed to the writer */
     uint64_t out_seg;
+    uint64_t want_sent;            /* the last want given to the writer */
     bool in_preamble;
     void (*preamble)(void *ctx);
     void *preamble_ctx;
@@ -69,6 +73,9 @@ struct wal {
     pthread_cond_t cv;
     struct chunk *q;
     size_t nq, capq;
+    struct buf spare;              /* a written chunk's buffer, kept for reuse */
+    uint64_t want;                 /* fsync=always: sync at least up to here */
+    bool idle;                     /* the writer waits on cv */
     uint64_t *dels;                /* segments to unlink once what precedes them is synced */
     size_t ndels, capdels;
     bool stop;
@@ -77,6 +84,7 @@ struct wal {
 
     /* Published by the writer. */
     _Atomic uint64_t synced;
+    _Atomic uint64_t sync_us;      /* moving average of fdatasync's duration */
     _Atomic int failed;
     _Atomic bool low_space;        /* free disk space is under the reserve */
     int efd;
@@ -87,6 +95,8 @@ struct wal {
     bool dirty;                    /* written since the last fdatasync */
     uint64_t dirty_seq;            /* last sequence number written */
     uint64_t last_sync_ms;
+    uint64_t unchecked;            /* bytes written since free space was checked */
+    uint64_t checked_ms;           /* when it was */
 };
 
 static uint64_t statvfs_free(int dirfd)
@@ -102,12 +112,14 @@ static const struct wal_io real_io = {.write = write, .fdatasync = fdatasync,
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t mono_ms(void)
+static uint64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
+
+static uint64_t mono_ms(void) { return mono_us() / 1000; }
 
 static void seg_path(const struct wal *w, uint64_t num, char *out, size_t n)
 {
@@ -258,9 +270,12 @@ static int open_segment(struct wal *w, uint64_t num)
     return 0;
 }
 
-/* Writes, syncs and deletes what one turn of the writer took from the queue. */
+/* Writes, syncs and deletes what one turn of the writer took from the queue.
+ * Under fsync=always the batch is synced only if some reply waits for it
+ * (want beyond what is synced), or segments are deleted, or the log closes:
+ * records nobody waits for (a reserve's) ride along with the next sync. */
 static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *dels, size_t ndels,
-                        bool final)
+                        bool final, uint64_t want)
 {
     int rc = 0;
     for (size_t i = 0; i < nq && rc == 0 && !atomic_load(&w->failed); i++) {
@@ -270,6 +285,7 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
         if (rc == 0 && q[i].data.len) {
             w->dirty = true;
             w->dirty_seq = q[i].last_seq;
+            w->unchecked += q[i].data.len;
         }
     }
     if (rc < 0) {
@@ -281,14 +297,17 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
     int64_t pol = w->cfg.fsync;
     uint64_t now = mono_ms();
     bool sync = w->dirty && w->fd >= 0 &&
-                (pol == WAL_FSYNC_ALWAYS || ndels > 0 || final ||
-                 (pol > 0 && now - w->last_sync_ms >= (uint64_t)pol));
+                ((pol == WAL_FSYNC_ALWAYS && want > atomic_load(&w->synced)) || ndels > 0 ||
+                 final || (pol > 0 && now - w->last_sync_ms >= (uint64_t)pol));
     if (sync) {
+        uint64_t t0 = mono_us();
         rc = sync_fd(w, w->fd);
         if (rc < 0) {
             fail(w, -rc);
             return;
         }
+        uint64_t took = mono_us() - t0, avg = atomic_load(&w->sync_us);
+        atomic_store(&w->sync_us, avg ? (avg * 7 + took) / 8 : took);
         w->dirty = false;
         w->last_sync_ms = now;
     }
@@ -309,6 +328,8 @@ static void check_space(struct wal *w)
 {
     uint64_t free = w->io->free_bytes ? w->io->free_bytes(w->dirfd) : statvfs_free(w->dirfd);
     bool low = free < 2 * w->cfg.segment_size;
+    w->unchecked = 0;
+    w->checked_ms = mono_ms();
     if (low != atomic_load(&w->low_space)) {
         warn(w, low ? "%s: less than %llu bytes of disk free: refusing new jobs"
                     : "%s: disk space is back: taking new jobs again",
@@ -317,52 +338,96 @@ static void check_space(struct wal *w)
     }
 }
 
+/* Checks free space after every 1/16 segment written and every second, and
+ * after every batch while space is low: the reserve is two segments, so the
+ * log never writes far into it unnoticed. */
+static void maybe_check_space(struct wal *w)
+{
+    if (atomic_load(&w->low_space) || w->unchecked >= w->cfg.segment_size / 16 ||
+        mono_ms() - w->checked_ms >= 1000)
+        check_space(w);
+}
+
+/* Whether the writer has work: chunks, deletions, a stop, or (fsync=always)
+ * written records that a reply now waits for. Under mu. */
+static bool writer_has_work(const struct wal *w)
+{
+    return w->nq || w->ndels || w->stop ||
+           (w->cfg.fsync == WAL_FSYNC_ALWAYS && w->dirty && w->want > atomic_load(&w->synced));
+}
+
+/* Waits on cv, until deadline_ms (monotonic, 0: none). Under mu. Returns
+ * false on time-out. */
+static bool writer_wait(struct wal *w, uint64_t wait_ms)
+{
+    int rc = 0;
+    w->idle = true;
+    if (!wait_ms) {
+        pthread_cond_wait(&w->cv, &w->mu);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000;
+        ts.tv_sec += (time_t)(wait_ms / 1000) + ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    w->idle = false;
+    return rc != ETIMEDOUT;
+}
+
+/* Keeps one written chunk's buffer for wal_commit() to reuse. Under mu. */
+static void recycle(struct wal *w, struct buf *b)
+{
+    if (!w->spare.data && b->cap <= (1u << 20)) {
+        buf_clear(b);
+        w->spare = *b;
+    } else {
+        buf_destroy(b);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     struct wal *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->nq && !w->ndels && !w->stop) {
-            if (atomic_load(&w->low_space)) {
-                /* Notice freed space even when no record comes. */
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
-                if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
-                    break;
-            } else if (w->cfg.fsync > 0 && w->dirty) {
-                /* Sync within the policy's interval even if nothing new comes. */
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += (long)(w->cfg.fsync % 1000) * 1000000;
-                ts.tv_sec += w->cfg.fsync / 1000 + ts.tv_nsec / 1000000000;
-                ts.tv_nsec %= 1000000000;
-                if (pthread_cond_timedwait(&w->cv, &w->mu, &ts) == ETIMEDOUT)
-                    break;
-            } else {
-                pthread_cond_wait(&w->cv, &w->mu);
-            }
+        while (!writer_has_work(w)) {
+            /* Notice freed space even when no record comes; sync within the
+             * policy's interval even if nothing new comes. */
+            uint64_t wait_ms = atomic_load(&w->low_space) ? 1000
+                               : w->cfg.fsync > 0 && w->dirty ? (uint64_t)w->cfg.fsync
+                                                              : 0;
+            if (!writer_wait(w, wait_ms))
+                break;
         }
         struct chunk *q = w->q;
         size_t nq = w->nq;
         uint64_t *dels = w->dels;
         size_t ndels = w->ndels;
         bool stop = w->stop;
+        uint64_t want = w->want;
         w->q = NULL;
         w->nq = w->capq = 0;
         w->dels = NULL;
         w->ndels = w->capdels = 0;
         pthread_mutex_unlock(&w->mu);
 
-        write_batch(w, q, nq, dels, ndels, stop);
-        check_space(w);
-        for (size_t i = 0; i < nq; i++)
-            buf_destroy(&q[i].data);
-        free(q);
-        free(dels);
-        notify(w);
+        uint64_t before = atomic_load(&w->synced);
+        int failed_before = atomic_load(&w->failed);
+        write_batch(w, q, nq, dels, ndels, stop, want);
+        maybe_check_space(w);
+        /* The server waits on the eventfd only for replies held until a
+         * sync, and for failures. */
+        if (atomic_load(&w->failed) != failed_before ||
+            (w->cfg.fsync == WAL_FSYNC_ALWAYS && atomic_load(&w->synced) != before))
+            notify(w);
 
         pthread_mutex_lock(&w->mu);
+        for (size_t i = 0; i < nq; i++)
+            recycle(w, &q[i].data);
+        free(q);
+        free(dels);
         if (stop && !w->nq && !w->ndels)
             break;
     }
@@ -372,28 +437,80 @@ static void *writer_main(void *arg)
 
 /* ---- appending ---------------------------------------------------------- */
 
-void wal_flush(struct wal *w)
+/* Under fsync=never and MS, a batch for the open segment is written here on
+ * the server's thread while the writer sleeps (holding mu, so it cannot wake
+ * into its own write): a write(2) to the page cache costs less than waking a
+ * thread for it. Returns false if the writer must take the batch. Under mu. */
+static bool write_inline(struct wal *w)
 {
-    if (!w || !w->out.len)
+    if (w->cfg.fsync == WAL_FSYNC_ALWAYS || !w->idle || w->nq || w->ndels || w->fd < 0 ||
+        w->fd_seg != w->out_seg || atomic_load(&w->failed))
+        return false;
+    int rc = write_all(w, w->fd, w->out.data, w->out.len);
+    if (rc < 0) {
+        fail(w, -rc);
+        notify(w);
+        return true; /* the log has failed: nothing more will be written */
+    }
+    bool was_dirty = w->dirty;
+    w->dirty = true;
+    w->dirty_seq = w->appended;
+    w->unchecked += w->out.len;
+    atomic_store(&w->synced, w->appended); /* written to the kernel */
+    buf_clear(&w->out);
+    maybe_check_space(w);
+    if (!was_dirty && w->cfg.fsync > 0)
+        pthread_cond_signal(&w->cv); /* start the interval's clock */
+    return true;
+}
+
+void wal_commit(struct wal *w, uint64_t want)
+{
+    if (!w)
+        return;
+    bool have = w->out.len > 0;
+    if (w->cfg.fsync != WAL_FSYNC_ALWAYS || want <= w->want_sent)
+        want = 0;
+    if (!have && !want)
         return;
     pthread_mutex_lock(&w->mu);
-    if (w->nq == w->capq) {
-        size_t cap = w->capq ? w->capq * 2 : 8;
-        struct chunk *p = realloc(w->q, cap * sizeof *p);
-        if (!p) {
-            pthread_mutex_unlock(&w->mu);
-            fail(w, ENOMEM);
-            notify(w);
-            return;
-        }
-        w->q = p;
-        w->capq = cap;
+    if (have && write_inline(w)) {
+        pthread_mutex_unlock(&w->mu);
+        return;
     }
-    w->q[w->nq++] = (struct chunk){.seg = w->out_seg, .data = w->out, .last_seq = w->appended};
-    buf_init(&w->out);
-    pthread_cond_signal(&w->cv);
+    if (have) {
+        if (w->nq == w->capq) {
+            size_t cap = w->capq ? w->capq * 2 : 8;
+            struct chunk *p = realloc(w->q, cap * sizeof *p);
+            if (!p) {
+                pthread_mutex_unlock(&w->mu);
+                fail(w, ENOMEM);
+                notify(w);
+                return;
+            }
+            w->q = p;
+            w->capq = cap;
+        }
+        w->q[w->nq++] = (struct chunk){.seg = w->out_seg, .data = w->out, .last_seq = w->appended};
+        w->out = w->spare;
+        buf_init(&w->spare);
+    }
+    if (want) {
+        w->want = want;
+        w->want_sent = want;
+    }
+    if (w->idle)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
+
+void wal_flush(struct wal *w)
+{
+    if (w)
+        wal_commit(w, w->appended);
+}
+
+uint64_t wal_sync_us(const struct wal *w) { return atomic_load(&w->sync_us); }
 
 /* Starts segment number cur+1 and asks for its preamble. */
 static int rotate(struct wal *w)
@@ -695,6 +812,7 @@ static void wal_free(struct wal *w)
     free(w->q);
     free(w->dels);
     buf_destroy(&w->out);
+    buf_destroy(&w->spare);
     free(w->segs);
     free(w->dir);
     pthread_mutex_destroy(&w->mu);

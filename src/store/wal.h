@@ -94,8 +94,16 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx);
  * failed or is out of memory; *seg gets the segment it went to. */
 uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg);
 
-/* Hands the records appended since the last call to the writer thread. */
+/* Hands the records appended since the last call to the writer thread, and
+ * under fsync=always asks it to make every record up to want durable (0: no
+ * new wish; the records are written, and synced with the next wish). The
+ * writer is woken only if it sleeps; a sync already under way is not waited
+ * for, so the caller decides how many replies one fdatasync covers. */
+void wal_commit(struct wal *w, uint64_t want);
+/* wal_commit(w, wal_appended(w)): everything appended so far. */
 void wal_flush(struct wal *w);
+/* Moving average of fdatasync's duration in microseconds (0: none yet). */
+uint64_t wal_sync_us(const struct wal *w);
 
 /* The highest sequence number known durable (under fsync=always), or written
  * to the kernel (other policies). */
