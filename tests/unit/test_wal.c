@@ -505,6 +505,72 @@ Test(wal, one_fdatasync_covers_a_whole_batch)
     wal_close(w);
 }
 
+/* fsync=always: records no reply waits for are written but get no fdatasync
+ * of their own; asking for them (wal_commit with want) syncs them. */
+Test(wal, a_batch_nobody_waits_for_is_written_but_not_synced)
+{
+    reset_faults();
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    cfg.io = &fake_io;
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    struct rec r = job_rec(1, 50);
+    uint64_t first = wal_append(w, &r, NULL);
+    wal_flush(w);
+    wait_synced(w, first);
+    int writes = WRITES, syncs = SYNCS;
+    r = job_rec(2, 50);
+    uint64_t second = wal_append(w, &r, NULL);
+    wal_commit(w, 0);
+    for (int i = 0; i < 2000 && WRITES == writes; i++)
+        usleep(1000);
+    usleep(20000);
+    cr_assert_eq(WRITES, writes + 1, "the record was written");
+    cr_assert_eq(SYNCS, syncs, "but not synced");
+    cr_assert_eq(wal_synced(w), first);
+    wal_commit(w, second);
+    wait_synced(w, second);
+    cr_assert_eq(wal_synced(w), second);
+    cr_assert_eq(SYNCS, syncs + 1);
+    wal_close(w);
+}
+
+/* fsync=never: the caller's thread writes the batch itself while the writer
+ * sleeps, so the records are written when wal_flush() returns; a failed
+ * write there is as sticky as in the writer. */
+Test(wal, never_policy_writes_on_the_callers_thread)
+{
+    reset_faults();
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    cfg.io = &fake_io;
+    cfg.fsync = WAL_FSYNC_NEVER;
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    wait_synced(w, append_jobs(w, 1000, 1, 30)); /* the writer opens the segment */
+    usleep(20000);                               /* and goes to sleep */
+    int syncs = SYNCS;                           /* creating it synced the header */
+    for (int i = 0; i < 20; i++) {
+        uint64_t last = append_jobs(w, (uint64_t)i * 5 + 1, 5, 30);
+        cr_assert_eq(wal_synced(w), last, "batch %d written on return", i);
+    }
+    cr_assert_eq(SYNCS, syncs, "never: no fdatasync while running");
+    uint64_t before = wal_synced(w);
+    FAIL_WRITE_AT = WRITES + 1;
+    try_append_jobs(w, 500, 3, 30);
+    cr_assert_eq(wal_failed(w), EIO);
+    cr_assert_eq(wal_synced(w), before);
+    struct rec r = job_rec(999, 1);
+    cr_assert_eq(wal_append(w, &r, NULL), 0, "a failed log takes no more records");
+    wal_close(w);
+    struct got g2 = {0};
+    cfg.io = NULL;
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, before, "every record written before the failure is there");
+    wal_close(w);
+}
+
 Test(wal, fsync_interval_policy_syncs_without_new_records)
 {
     reset_faults();
