@@ -4,7 +4,9 @@
  * Workloads (-w):
  *   put    P producers put for -d seconds (or -n jobs), D requests pipelined
  *          per connection; then C fresh consumers drain the queue with
- *          reserve-with-timeout 0 + delete. Two results: put, drain.
+ *          reserve-with-timeout 0 + delete. Two results: put, drain. With
+ *          -C 0 there is no drain: the jobs stay queued (bench/run.sh's
+ *          memory case measures the server's RSS with them).
  *   mixed  P producers and C consumers at once. Result "mixed": jobs consumed
  *          per second and enqueue-to-dequeue latency (the producer's send
  *          time travels in the body); "mixed-put": the producers' side.
@@ -20,6 +22,8 @@
  * reservation of it. At the end every acknowledged job must have been
  * reserved exactly once: duplicates, missing and unexpected (reserved, never
  * acknowledged) jobs and protocol errors fail the run (exit status 1).
+ * A put-only run (-C 0) reserves nothing: it checks that every put was
+ * acknowledged and reports the jobs left queued.
  *
  * Output: one "result key=value ..." line per measured phase and one
  * "check key=value ..." line per run, on stdout; latencies in microseconds.
@@ -628,7 +632,8 @@ static void report(const struct run *r, const char *phase, struct worker *ws, in
 static int check(struct run *r)
 {
     uint64_t n = atomic_load(&r->next_seq);
-    uint64_t dup = 0, missing = 0, unexpected = 0;
+    uint64_t dup = 0, missing = 0, unexpected = 0, unacked = 0;
+    bool put_only = r->o->consumers == 0;
 
     if (n > r->limit)
         n = r->limit;
@@ -639,18 +644,28 @@ static int check(struct run *r)
             dup += s - 1;
         if (a && !s)
             missing++;
+        if (put_only && !a)
+            unacked++;
         if (!a && s)
             unexpected++;
     }
     unexpected += atomic_load(&r->foreign);
     uint64_t errors = atomic_load(&r->errors);
+    /* Put-only: the acknowledged jobs are queued, not missing; a put handed
+     * out but never acknowledged is the failure (errors counts it too). */
+    uint64_t queued = put_only ? missing : 0;
+    if (put_only)
+        missing = unacked;
     bool ok = !dup && !missing && !unexpected && !errors;
     printf("check workload=%s proto=%s acked=%" PRIu64 " consumed=%" PRIu64
            " duplicates=%" PRIu64 " missing=%" PRIu64 " unexpected=%" PRIu64 " errors=%" PRIu64
-           " redelivered=%" PRIu64 " status=%s\n",
+           " redelivered=%" PRIu64,
            workload_names[r->o->wl], proto_name(r->o), atomic_load(&r->acked),
            atomic_load(&r->consumed), dup, missing, unexpected, errors,
-           atomic_load(&r->redelivered), ok ? "ok" : "FAIL");
+           atomic_load(&r->redelivered));
+    if (put_only)
+        printf(" queued=%" PRIu64, queued);
+    printf(" status=%s\n", ok ? "ok" : "FAIL");
     if (r->err[0])
         fprintf(stderr, "docket-bench: %s\n", r->err);
     fflush(stdout);
@@ -747,7 +762,7 @@ static int run_put(struct run *r)
     join(r, ps, o->producers);
     report(r, "put", ps, o->producers, o->producers, 0, NULL);
     free_workers(ps, o->producers);
-    if (atomic_load(&r->stop))
+    if (atomic_load(&r->stop) || o->consumers == 0)
         return check(r);
 
     struct worker *cs = workers(r, o->consumers, consumer, 0);
@@ -891,7 +906,8 @@ static void usage(FILE *f)
             "  -r, --redis  speak RESP: LPUSH, BLMOVE to a processing list, LREM\n"
             "  -w NAME      workload: put (then drain), mixed, rtt, rate (default put)\n"
             "  -P N         producer connections (default 4; mixed and rate: 2)\n"
-            "  -C N         consumer connections (default 4)\n"
+            "  -C N         consumer connections (default 4); -w put -C 0: no drain,\n"
+            "               the jobs stay queued\n"
             "  -D N         requests pipelined per connection (default 1)\n"
             "  -s BYTES     body size, at least %d (default 64)\n"
             "  -d SECONDS   length of the timed phase (default 3)\n"
@@ -956,7 +972,7 @@ int main(int argc, char **argv)
             o.wl = (enum workload)c;
             break;
         case 'P': o.producers = (int)num_arg(optarg, 1, 256, "producer count"); break;
-        case 'C': o.consumers = (int)num_arg(optarg, 1, 256, "consumer count"); break;
+        case 'C': o.consumers = (int)num_arg(optarg, 0, 256, "consumer count"); break;
         case 'D': o.pipeline = (int)num_arg(optarg, 1, 4096, "pipeline depth"); break;
         case 's': o.size = (size_t)num_arg(optarg, HEAD_LEN, 1 << 30, "body size"); break;
         case 'd': o.seconds = real_arg(optarg, 0.01, "duration"); break;
@@ -976,6 +992,10 @@ int main(int argc, char **argv)
     }
     if (wait >= 0)
         return wait_port(&o, wait);
+    if (o.consumers == 0 && o.wl != W_PUT) {
+        fprintf(stderr, "docket-bench: -C 0 (no consumers) only with -w put\n");
+        return 2;
+    }
     if (o.producers < 0)
         o.producers = o.wl == W_PUT ? 4 : 2;
     if (o.consumers < 0)

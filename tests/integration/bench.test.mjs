@@ -94,6 +94,24 @@ for (const [name, args] of [['--memory', ['--memory']], ['--fsync=always', ['--f
             assertExactlyOnce(out, out.results['mixed-put'].jobs);
         });
 
+        it('put-only (-C 0): no drain, every acknowledged job stays queued', T, async (t) => {
+            const { code, stdout, stderr } = await bench(['-p', String(srv.port), '-w', 'put', '-n', '500',
+                '-s', '100', '-P', '2', '-D', '8', '-C', '0', '-t', 'bench-queued']);
+            assert.equal(code, 0, stderr);
+            const out = parse(stdout);
+            assertResult(out.results.put, 'put');
+            assert.equal(out.results.drain, undefined, 'no drain phase');
+            assert.equal(out.checks.length, 1);
+            const chk = out.checks[0];
+            assert.deepEqual([chk.status, chk.acked, chk.consumed, chk.queued, chk.missing, chk.errors],
+                ['ok', 500, 0, 500, 0, 0], JSON.stringify(chk));
+            const c = await connect(t, srv);
+            const y = await c.yaml('stats-tube bench-queued');
+            assert.equal(y.get('current-jobs-ready'), '500');
+            const r = await bench(['-p', String(srv.port), '-w', 'mixed', '-C', '0', '-d', '1']);
+            assert.equal(r.code, 2, 'a mixed run needs consumers');
+        });
+
         it('a job in the tube that docket-bench did not put fails the check (exit 1)', T, async (t) => {
             const c = await connect(t, srv);
             await c.send('use bench-foreign\r\n');
