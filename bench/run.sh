@@ -7,14 +7,20 @@
 # (SIGTERM, then SIGKILL after 5 s). Workloads are the outer loop, so that the
 # servers of one table row are measured within a minute of each other.
 #
+# The mem workload is different: it puts BENCH_MEM_JOBS 100-byte jobs
+# (pipelined, nothing reserved) and reports the growth of the server's VmRSS
+# (/proc/PID/status) per job, read before the puts and after them.
+#
 # Output: the tables on stdout and in $BENCH_OUT/table.md; every result line in
 # $BENCH_OUT/results.txt. Exit status 1 if a run failed its exactly-once check,
 # a server did not start, or docket-bench broke (the table marks the cell).
 #
 # Environment:
-#   BENCH_QUICK=1    smoke run of about a minute: 0.5 s phases, 1 s at fixed rate
+#   BENCH_QUICK=1    smoke run of about a minute: 0.5 s phases, 1 s at fixed
+#                    rate, 100000 jobs for mem
 #   BENCH_SECONDS    length of each timed phase (default 3)
 #   BENCH_RATE       jobs/s of the fixed-rate run (default 1000)
+#   BENCH_MEM_JOBS   jobs queued by the mem workload (default 1000000)
 #   BENCH_SERVERS    run only these servers (names below, space-separated)
 #   BENCH_CASES      run only these workloads (names below, space-separated)
 #   BENCH_OUT        output directory (default build/bench-results)
@@ -30,14 +36,16 @@ OUT=${BENCH_OUT:-build/bench-results}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     DUR=${BENCH_SECONDS:-0.5}
     RATE_DUR=1
+    MEM_JOBS=${BENCH_MEM_JOBS:-100000}
 else
     DUR=${BENCH_SECONDS:-3}
     RATE_DUR=5
+    MEM_JOBS=${BENCH_MEM_JOBS:-1000000}
 fi
 RATE=${BENCH_RATE:-1000}
 BASE=beanstalkd-mem
 ALL_SERVERS="docketd-always docketd-50ms docketd-never docketd-memory beanstalkd-mem beanstalkd-f0 beanstalkd-f1000 redis-none redis-always redis-everysec"
-ALL_CASES="put put16 mixed mixed16 big rtt rate"
+ALL_CASES="put put16 mixed mixed16 big rtt rate mem"
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
 CASES=${BENCH_CASES:-$ALL_CASES}
 RUN_TIMEOUT=300 # s, for one docket-bench run
@@ -99,9 +107,23 @@ case_args() {
     big) echo "-w mixed -P 2 -C 4 -s 16384 -d $DUR" ;;
     rtt) echo "-w rtt -d $DUR" ;;
     rate) echo "-w rate -P 2 -C 4 -R $RATE -d $RATE_DUR" ;;
+    mem) echo "-w put -P 4 -C 0 -D 64 -s 100 -n $MEM_JOBS" ;;
     *) return 1 ;;
     esac
 }
+
+# True if workload $1 is not run against server $2. beanstalkd -f 0 fsyncs
+# after every put, pipelined or not (about 5000/s here): a million puts would
+# take minutes, and its memory per job is beanstalkd-f1000's.
+skip() {
+    case $1/$2 in
+    mem/beanstalkd-f0) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# VmRSS of process $1 in KiB.
+rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
 # True while process $1 runs (a zombie does not count: this shell reaps its
 # children only at `wait`).
@@ -172,9 +194,12 @@ mkdir -p "$TMP/bin" && cp "$DOCKETD" "$TMP/bin/docketd" && cp "$BENCH" "$TMP/bin
 DOCKETD=$TMP/bin/docketd
 BENCH=$TMP/bin/docket-bench
 
-n_servers=$(echo "$SERVERS" | wc -w)
-n_cases=$(echo "$CASES" | wc -w)
-total=$((n_servers * n_cases))
+total=0
+for c in $CASES; do
+    for s in $SERVERS; do
+        skip "$c" "$s" || total=$((total + 1))
+    done
+done
 step=0
 failed=0
 started=$(date +%s)
@@ -182,8 +207,12 @@ for c in $CASES; do
     args=$(case_args "$c") || { echo "bench: unknown workload $c" >&2; exit 2; }
     "$BENCH" --fsync-probe "$TMP" | sed "s/^/server=disk case=$c /" >>"$RES"
     for s in $SERVERS; do
-        step=$((step + 1))
         server_cmd "$s" 0 x >/dev/null || { echo "bench: unknown server $s" >&2; exit 2; }
+        if skip "$c" "$s"; then
+            echo "server=$s case=$c skipped" >>"$RES"
+            continue
+        fi
+        step=$((step + 1))
         proto=
         case $s in redis-*) proto=-r ;; esac
         if ! start_server "$s"; then
@@ -191,10 +220,25 @@ for c in $CASES; do
             failed=1
             continue
         fi
+        [ "$c" = mem ] && rss0=$(rss_kb "$SPID")
         # shellcheck disable=SC2086 # $args and $proto are word lists
         timeout "$RUN_TIMEOUT" "$BENCH" $proto -p "$SPORT" $args -t "bench-$c" \
             >"$SDIR/out" 2>"$SDIR/err"
         rc=$?
+        if [ "$c" = mem ] && [ "$rc" -eq 0 ]; then
+            sleep 0.5 # let a log writer thread hand its last batch to the kernel
+            rss1=$(rss_kb "$SPID")
+            awk -v a="${rss0:-0}" -v b="${rss1:-0}" '$1 == "check" {
+                for (i = 2; i <= NF; i++) if ($i ~ /^acked=/) n = substr($i, 7) + 0
+                if (n > 0 && a > 0 && b > 0)
+                    printf "result phase=rss jobs=%d rss_before_kb=%d rss_after_kb=%d bytes_per_job=%.1f\n", n, a, b, (b - a) * 1024 / n
+            }' "$SDIR/out" >"$SDIR/rss"
+            cat "$SDIR/rss" >>"$SDIR/out"
+            grep -q '^result phase=rss ' "$SDIR/rss" || {
+                failed=1
+                echo "server=$s case=$c error no-rss-reading pid=$SPID before=${rss0:-none} after=${rss1:-none}" >>"$RES"
+            }
+        fi
         sed "s/^/server=$s case=$c /" "$SDIR/out" >>"$RES"
         if [ "$rc" -ne 0 ] || ! grep -q '^check .*status=ok' "$SDIR/out"; then
             failed=1
@@ -210,7 +254,7 @@ for c in $CASES; do
             echo "bench: $s exited during $c:" >&2
             tail -n 20 "$SDIR/server.log" >&2
         fi
-        summary=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^(phase|jobs_per_s|p99_us)=/) printf "%s ", $i; printf "| " }' "$SDIR/out")
+        summary=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^(phase|jobs_per_s|p99_us|bytes_per_job)=/) printf "%s ", $i; printf "| " }' "$SDIR/out")
         stop_server
         rm -rf "$SDIR"
         printf 'bench: [%d/%d] %-16s %-8s %s\n' "$step" "$total" "$s" "$c" "$summary" >&2
@@ -224,7 +268,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -
 mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null)
 fs=$(df -PT "$TMP" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')
 cmdline="make bench"
-for v in BENCH_QUICK BENCH_SECONDS BENCH_RATE BENCH_SERVERS BENCH_CASES; do
+for v in BENCH_QUICK BENCH_SECONDS BENCH_RATE BENCH_MEM_JOBS BENCH_SERVERS BENCH_CASES; do
     eval "val=\${$v:-}"
     [ -n "$val" ] && cmdline="$v='$val' $cmdline"
 done
@@ -233,7 +277,7 @@ done
     echo "- Machine: $(uname -srm); ${cpu:-unknown CPU}, $(nproc) cores; ${mem:-? RAM}; data dirs on ${fs:-?};"\
         "load average ${load_before:-?} at the start"
     echo "- Disk: fdatasync after a 128-byte append, in us: $probe_before before the run; $probe_after after"
-    echo "- Command: \`$cmdline\` (timed phases ${DUR} s, fixed rate ${RATE}/s for ${RATE_DUR} s)"
+    echo "- Command: \`$cmdline\` (timed phases ${DUR} s, fixed rate ${RATE}/s for ${RATE_DUR} s, $MEM_JOBS jobs for mem)"
     echo "- Servers: docketd $rev, $("$BEANSTALKD" -v 2>/dev/null | head -n 1),"\
         "redis-server $("$REDIS_SERVER" --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
     echo

@@ -1,14 +1,17 @@
 # table.awk -- turns bench/run.sh's results file into Markdown tables.
 #
 # Input lines: "server=S case=C result phase=P k=v ...", "server=S case=C check
-# ... status=ok|FAIL", "server=S case=C error ..." and "server=disk case=C fsync
-# p50_us=.. p99_us=.." (the disk probe before a row). Variables (-v):
+# ... status=ok|FAIL", "server=S case=C error ...", "server=S case=C skipped"
+# and "server=disk case=C fsync p50_us=.. p99_us=.." (the disk probe before a
+# row). The mem case's "result phase=rss ... bytes_per_job=B" line makes its
+# own table. Variables (-v):
 # servers  the server names in column order, space-separated
 # base     the server the ratios compare with
 # rate     the fixed rate, for the row label
 #
 # Prints three tables: throughput with ratios to base, latency p50 / p99 and
-# latency p99.9 / max, then any failed checks. Exits 0.
+# latency p99.9 / max; then memory per queued job; then any failed checks.
+# A table without rows is left out. Exits 0.
 
 function kv(    i, n) {
     delete f
@@ -60,6 +63,33 @@ function row(label, key, what,    i, s, k, b, cell, line) {
     }
     if (what == "tput")
         line = line " " (caseof[key] in disk ? disk[caseof[key]] : "-") " |"
+    print line
+}
+
+# The mem case's one row: RSS growth per queued job, with the ratio to base.
+function memrow(    i, s, k, b, cell, line, n) {
+    k = "mem/rss"
+    n = 0
+    for (i = 1; i <= ns; i++)
+        if ((sv[i] SUBSEP k SUBSEP "jobs") in val)
+            n = val[sv[i], k, "jobs"]
+    line = "| memory per queued 100-byte job, bytes RSS (" (n >= 1000000 ? sprintf("%gM", n / 1000000) : n >= 1000 ? sprintf("%gk", n / 1000) : n) " jobs) |"
+    for (i = 1; i <= ns; i++) {
+        s = sv[i]
+        if ((s SUBSEP "mem") in skipped) {
+            cell = "-"
+        } else if (!((s SUBSEP k SUBSEP "bytes_per_job") in val)) {
+            cell = bad[s SUBSEP "mem"] ? "error" : "-"
+        } else {
+            cell = sprintf("%.0f", val[s, k, "bytes_per_job"])
+            b = val[base, k, "bytes_per_job"]
+            if (s != base && b > 0)
+                cell = cell sprintf(" (%.2fx)", val[s, k, "bytes_per_job"] / b)
+            if (bad[s SUBSEP "mem"])
+                cell = cell " FAIL"
+        }
+        line = line " " cell " |"
+    }
     print line
 }
 
@@ -116,6 +146,8 @@ BEGIN {
         }
     } else if ($3 == "fsync") {
         disk[c] = sprintf("%.0f / %.0f", f["p50_us"], f["p99_us"])
+    } else if ($3 == "skipped") {
+        skipped[s, c] = 1
     } else if ($3 == "error") {
         bad[s, c] = 1
         fails = fails "\n- " s " " c ": " substr($0, index($0, "error"))
@@ -123,6 +155,28 @@ BEGIN {
 }
 
 END {
+    timed = 0
+    for (i = 1; i <= nr; i++)
+        if (caseof[keys[i]] in ran)
+            timed = 1
+    if (timed)
+        timed_tables()
+    if ("mem" in ran) {
+        header("Memory: growth of the server's RSS (VmRSS) per job while the jobs are queued, bytes (ratio to " base "); 100-byte bodies, put 64 pipelined on 4 connections, none reserved:", "")
+        memrow()
+        for (i = 1; i <= ns; i++)
+            if ((sv[i] SUBSEP "mem") in skipped)
+                nskip++
+        if (nskip)
+            print "\n(-: not run for this workload; see skip() in bench/run.sh)"
+    }
+    if (fails != "") {
+        print ""
+        print "Failed checks:" fails
+    }
+}
+
+function timed_tables(    i) {
     header("Throughput, jobs/s (ratio to " base "); last column: the disk's fdatasync p50 / p99 in us, measured just before the row:", "fdatasync")
     for (i = 1; i <= nr; i++)
         if (caseof[keys[i]] in ran && keys[i] != "rate/rate-put")
@@ -135,8 +189,4 @@ END {
     for (i = 1; i <= nr; i++)
         if (caseof[keys[i]] in ran)
             row(labels[i], keys[i], "tail")
-    if (fails != "") {
-        print ""
-        print "Failed checks:" fails
-    }
 }
