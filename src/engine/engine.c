@@ -10,10 +10,18 @@
  *   delayed job, paused tubes by unpause time, waiting sessions by wake time.
  * So reserve looks only at the session's watched tubes, and every timer is a
  * heap top: nothing scans all tubes or all jobs.
+ *
+ * Memory per job: a job that has only ever been ready (put without a delay,
+ * never reserved) is one allocation, struct job then the body and its CRLF,
+ * plus its slot in the id table and in its tube's ready heap. Whatever only a
+ * delayed, reserved or buried job needs (deadline, owner, links, bury order)
+ * and its history (delay, counters) live in a struct job_ext allocated the
+ * first time the job leaves that plain ready state, and kept until it ends.
  */
 #include "engine.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,24 +35,38 @@ enum jstate { J_READY, J_RESERVED, J_DELAYED, J_BURIED };
 
 static const char *const state_names[] = {"ready", "reserved", "delayed", "buried"};
 
+/* The part of a job that a plain ready job does without (all zero for it).
+ * Every delayed, reserved or buried job has one. */
+struct job_ext {
+    uint64_t deadline;         /* ns: end of delay (delayed) or of TTR (reserved) */
+    uint64_t order;            /* place in the buried FIFO, from engine.bury_clock; kept
+                                  afterwards, as the job's JOB records carry it */
+    struct session *owner;     /* reserving session, or NULL */
+    struct job *prev, *next;   /* buried FIFO, or the owner's reserved list */
+    uint32_t delay;            /* seconds */
+    uint32_t reserves, timeouts, releases, buries, kicks;
+};
+
+/* Allocated as JOB_HEAD + body_len + 2 bytes (job_alloc()), the body right
+ * after the state byte. */
 struct job {
     uint64_t id;
     uint64_t created;          /* ns, engine clock */
-    uint64_t deadline;         /* ns: end of delay (delayed) or of TTR (reserved) */
-    uint64_t order;            /* place in the buried FIFO, from engine.bury_clock */
-    uint32_t seg;              /* log segment of the job's newest JOB record (0: none) */
     struct tube *tube;
-    struct session *owner;     /* reserving session, or NULL */
-    struct job *prev, *next;   /* buried FIFO, or the owner's reserved list */
-    size_t hpos;               /* index in the heap that holds the job */
+    struct job_ext *x;         /* NULL until the job is first delayed, reserved or buried */
+    uint32_t hpos;             /* index in the heap that holds the job (not buried) */
     uint32_t pri;
-    uint32_t delay;            /* seconds */
     uint32_t ttr;              /* seconds, at least 1 */
     uint32_t body_len;         /* bytes, without the trailing "\r\n" */
-    uint32_t reserves, timeouts, releases, buries, kicks;
+    uint32_t seg;              /* log segment of the job's newest JOB record (0: none) */
     uint8_t state;             /* enum jstate */
     char body[];               /* body_len bytes, then "\r\n" */
 };
+
+#define JOB_HEAD offsetof(struct job, body)
+#define JOB_MAX UINT32_MAX     /* jobs at most, so that a heap index fits hpos */
+
+static const struct job_ext no_ext; /* what a job without an ext reads as */
 
 struct watch {
     struct tube *tube;
@@ -161,7 +183,7 @@ static int jtab_grow(struct engine *e)
 
 static int jtab_add(struct engine *e, struct job *j)
 {
-    if ((e->njobs + 1) * 4 > e->jcap * 3 && jtab_grow(e) < 0)
+    if (e->njobs >= JOB_MAX || ((e->njobs + 1) * 4 > e->jcap * 3 && jtab_grow(e) < 0))
         return -1;
     size_t i = jslot(e, j->id);
     while (e->jtab[i])
@@ -199,13 +221,16 @@ static int ready_less(const void *a, const void *b)
     return x->pri != y->pri ? x->pri < y->pri : x->id < y->id;
 }
 
+/* Delayed and reserved jobs, which always have an ext. */
 static int deadline_less(const void *a, const void *b)
 {
     const struct job *x = a, *y = b;
-    return x->deadline != y->deadline ? x->deadline < y->deadline : x->id < y->id;
+    uint64_t dx = x->x->deadline, dy = y->x->deadline;
+    return dx != dy ? dx < dy : x->id < y->id;
 }
 
-static void job_setpos(void *x, size_t pos) { ((struct job *)x)->hpos = pos; }
+/* A heap holds at most JOB_MAX jobs, so pos fits. */
+static void job_setpos(void *x, size_t pos) { ((struct job *)x)->hpos = (uint32_t)pos; }
 
 static int dtube_less(const void *a, const void *b)
 {
@@ -237,15 +262,16 @@ static void emit(struct engine *e, enum rec_type type, struct job *j)
 {
     if (!e->hooks.record)
         return;
+    const struct job_ext *x = j->x ? j->x : &no_ext;
     struct rec r = {
-        .type = type, .id = j->id, .next_id = e->next_id, .pri = j->pri, .delay = j->delay,
-        .ttr = j->ttr, .created = j->created, .order = j->order, .reserves = j->reserves,
-        .timeouts = j->timeouts, .releases = j->releases, .buries = j->buries,
-        .kicks = j->kicks, .tube = j->tube->name, .tube_len = j->tube->name_len,
+        .type = type, .id = j->id, .next_id = e->next_id, .pri = j->pri, .delay = x->delay,
+        .ttr = j->ttr, .created = j->created, .order = x->order, .reserves = x->reserves,
+        .timeouts = x->timeouts, .releases = x->releases, .buries = x->buries,
+        .kicks = x->kicks, .tube = j->tube->name, .tube_len = j->tube->name_len,
         .body = j->body, .body_len = j->body_len, .seg = j->seg,
     };
     r.state = j->state == J_DELAYED ? REC_DELAYED : j->state == J_BURIED ? REC_BURIED : REC_READY;
-    r.deadline = j->state == J_DELAYED ? j->deadline : 0;
+    r.deadline = j->state == J_DELAYED ? x->deadline : 0;
     uint32_t seg = e->hooks.record(e->hooks.ctx, &r);
     if (type == REC_JOB)
         j->seg = seg;
@@ -377,14 +403,34 @@ static bool tube_paused(const struct tube *t, uint64_t now)
     return t->pause != 0 && t->unpause_at > now;
 }
 
+/* ---- jobs --------------------------------------------------------------- */
+
+/* A job with room for a body of n bytes and its CRLF; its fields are
+ * uninitialised. Returns NULL if out of memory. */
+static struct job *job_alloc(size_t n)
+{
+    size_t size = JOB_HEAD + n + 2;
+    return malloc(size < sizeof(struct job) ? sizeof(struct job) : size);
+}
+
+/* j's ext, allocated (zeroed) if j has none yet. Returns NULL if out of memory. */
+static struct job_ext *job_ext(struct job *j)
+{
+    if (!j->x)
+        j->x = calloc(1, sizeof *j->x);
+    return j->x;
+}
+
 /* ---- job placement ------------------------------------------------------ */
 
+/* Links and unlinks touch only jobs that are buried or reserved, which have an
+ * ext. */
 static void buried_append(struct tube *t, struct job *j)
 {
-    j->next = NULL;
-    j->prev = t->btail;
+    j->x->next = NULL;
+    j->x->prev = t->btail;
     if (t->btail)
-        t->btail->next = j;
+        t->btail->x->next = j;
     else
         t->bhead = j;
     t->btail = j;
@@ -392,36 +438,38 @@ static void buried_append(struct tube *t, struct job *j)
 
 static void buried_unlink(struct tube *t, struct job *j)
 {
-    if (j->prev)
-        j->prev->next = j->next;
+    struct job_ext *x = j->x;
+    if (x->prev)
+        x->prev->x->next = x->next;
     else
-        t->bhead = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
+        t->bhead = x->next;
+    if (x->next)
+        x->next->x->prev = x->prev;
     else
-        t->btail = j->prev;
-    j->prev = j->next = NULL;
+        t->btail = x->prev;
+    x->prev = x->next = NULL;
 }
 
 static void reserved_link(struct session *s, struct job *j)
 {
-    j->prev = NULL;
-    j->next = s->rhead;
+    j->x->prev = NULL;
+    j->x->next = s->rhead;
     if (s->rhead)
-        s->rhead->prev = j;
+        s->rhead->x->prev = j;
     s->rhead = j;
     s->nreserved++;
 }
 
 static void reserved_unlink(struct session *s, struct job *j)
 {
-    if (j->prev)
-        j->prev->next = j->next;
+    struct job_ext *x = j->x;
+    if (x->prev)
+        x->prev->x->next = x->next;
     else
-        s->rhead = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    j->prev = j->next = NULL;
+        s->rhead = x->next;
+    if (x->next)
+        x->next->x->prev = x->prev;
+    x->prev = x->next = NULL;
     s->nreserved--;
 }
 
@@ -446,8 +494,8 @@ static void job_detach(struct engine *e, struct job *j)
         break;
     case J_RESERVED:
         heap_remove(&e->reserved, j->hpos);
-        reserved_unlink(j->owner, j);
-        j->owner = NULL;
+        reserved_unlink(j->x->owner, j);
+        j->x->owner = NULL;
         e->reserved_ct--;
         t->reserved--;
         break;
@@ -459,25 +507,33 @@ static void job_detach(struct engine *e, struct job *j)
     }
 }
 
-/* Buries j at the end of its tube's FIFO. */
+/* Buries j, which has an ext, at the end of its tube's FIFO. */
 static void place_buried(struct engine *e, struct job *j)
 {
-    j->order = e->bury_clock++;
+    j->x->order = e->bury_clock++;
     buried_append(j->tube, j);
     j->state = J_BURIED;
     e->buried_ct++;
     j->tube->buried++;
 }
 
+/* What place_ready() and place_delayed_at() return besides 0. PLACE_NONE
+ * happens only to a job without an ext (a put or a recovered job), which the
+ * caller must then take back out of the job table. */
+#define PLACE_BURIED (-1)      /* allocation failed: buried instead */
+#define PLACE_NONE (-2)        /* allocation failed: placed nowhere */
+
 /* Puts j in its tube's ready heap; on allocation failure it is buried instead
- * (beanstalkd does the same). Returns 0, or -1 if it had to be buried. It does
+ * (beanstalkd does the same). Returns 0, PLACE_BURIED or PLACE_NONE. It does
  * not hand the job to a waiting session: call serve() after logging. */
 static int place_ready(struct engine *e, struct job *j)
 {
     struct tube *t = j->tube;
     if (heap_insert(&t->ready, j) < 0) {
+        if (!job_ext(j))
+            return PLACE_NONE;
         place_buried(e, j);
-        return -1;
+        return PLACE_BURIED;
     }
     j->state = J_READY;
     e->ready_ct++;
@@ -488,13 +544,16 @@ static int place_ready(struct engine *e, struct job *j)
     return 0;
 }
 
+/* Like place_ready(), for the delayed heap until deadline. */
 static int place_delayed_at(struct engine *e, struct job *j, uint64_t deadline)
 {
     struct tube *t = j->tube;
-    j->deadline = deadline;
+    if (!job_ext(j))
+        return PLACE_NONE;
+    j->x->deadline = deadline;
     if (heap_insert(&t->delay, j) < 0) {
         place_buried(e, j);
-        return -1;
+        return PLACE_BURIED;
     }
     j->state = J_DELAYED;
     e->delayed_ct++;
@@ -502,15 +561,17 @@ static int place_delayed_at(struct engine *e, struct job *j, uint64_t deadline)
     return 0;
 }
 
+/* Delays j by its delay, which is not 0 (so j has an ext). */
 static int place_delayed(struct engine *e, struct job *j, uint64_t now)
 {
-    return place_delayed_at(e, j, now + (uint64_t)j->delay * ENGINE_NS);
+    return place_delayed_at(e, j, now + (uint64_t)j->x->delay * ENGINE_NS);
 }
 
 static void job_free(struct engine *e, struct job *j)
 {
     jtab_del(e, j->id);
     tube_unref(e, j->tube);
+    free(j->x);
     free(j);
 }
 
@@ -519,8 +580,8 @@ static void job_free(struct engine *e, struct job *j)
 static struct job *soonest_reserved(const struct session *s)
 {
     struct job *best = NULL;
-    for (struct job *j = s->rhead; j; j = j->next)
-        if (!best || j->deadline < best->deadline)
+    for (struct job *j = s->rhead; j; j = j->x->next)
+        if (!best || j->x->deadline < best->x->deadline)
             best = j;
     return best;
 }
@@ -528,7 +589,7 @@ static struct job *soonest_reserved(const struct session *s)
 static bool deadline_soon(const struct session *s, uint64_t now)
 {
     struct job *j = soonest_reserved(s);
-    return j && now + ENGINE_SAFETY_MARGIN >= j->deadline;
+    return j && now + ENGINE_SAFETY_MARGIN >= j->x->deadline;
 }
 
 /* Recomputes when a waiting session must be woken without a job: its
@@ -543,7 +604,8 @@ static void waiter_schedule(struct engine *e, struct session *s)
     }
     struct job *j = soonest_reserved(s);
     if (j) {
-        uint64_t w = j->deadline > ENGINE_SAFETY_MARGIN ? j->deadline - ENGINE_SAFETY_MARGIN : 0;
+        uint64_t d = j->x->deadline;
+        uint64_t w = d > ENGINE_SAFETY_MARGIN ? d - ENGINE_SAFETY_MARGIN : 0;
         if (w < wake)
             wake = w;
         have = true;
@@ -606,18 +668,22 @@ static void wait_stop(struct engine *e, struct session *s)
     s->wpos = NPOS;
 }
 
-/* Reserves ready job j for session s at now. */
+/* Reserves ready job j for session s at now. Out of memory, j stays where
+ * it is, or ends up ready: the caller checks j->state. */
 static void reserve(struct engine *e, struct session *s, struct job *j, uint64_t now)
 {
+    struct job_ext *x = job_ext(j);
+    if (!x)
+        return;
     job_detach(e, j);
     j->state = J_RESERVED;
-    j->owner = s;
-    j->deadline = now + (uint64_t)j->ttr * ENGINE_NS;
-    j->reserves++;
+    x->owner = s;
+    x->deadline = now + (uint64_t)j->ttr * ENGINE_NS;
+    x->reserves++;
     if (heap_insert(&e->reserved, j) < 0) {
         /* NEVER in practice: without a TTR timer the job could be held forever,
          * so give it back instead. */
-        j->owner = NULL;
+        x->owner = NULL;
         place_ready(e, j);
         return;
     }
@@ -633,6 +699,8 @@ static void serve(struct engine *e, struct tube *t, uint64_t now)
     while (!tube_paused(t, now) && t->ready.len && t->whead) {
         struct session *s = t->whead->s;
         struct job *j = heap_peek(&t->ready);
+        if (!job_ext(j))
+            return; /* out of memory: s keeps waiting */
         wait_stop(e, s);
         reserve(e, s, j, now);
         if (j->state != J_RESERVED)
@@ -811,8 +879,11 @@ void engine_free(struct engine *e)
         free(s->watch);
         free(s);
     }
-    for (size_t i = 0; e->jtab && i < e->jcap; i++)
+    for (size_t i = 0; e->jtab && i < e->jcap; i++) {
+        if (e->jtab[i])
+            free(e->jtab[i]->x);
         free(e->jtab[i]);
+    }
     for (size_t i = 0; i < e->ntubes; i++) {
         heap_destroy(&e->tubes[i]->ready);
         heap_destroy(&e->tubes[i]->delay);
@@ -886,24 +957,25 @@ static void stats_job(struct engine *e, const struct job *j, uint64_t now, struc
         out->code = R_OUT_OF_MEMORY;
         return;
     }
+    const struct job_ext *x = j->x ? j->x : &no_ext;
     uint64_t left = 0;
     if (j->state == J_RESERVED || j->state == J_DELAYED)
-        left = secs_left(j->deadline, now);
+        left = secs_left(x->deadline, now);
     size_t n = 0;
     kv[n++] = kv_u("id", j->id);
     kv[n++] = kv_q("tube", j->tube->name, j->tube->name_len);
     kv[n++] = kv_s("state", state_names[j->state]);
     kv[n++] = kv_u("pri", j->pri);
     kv[n++] = kv_u("age", now > j->created ? (now - j->created) / ENGINE_NS : 0);
-    kv[n++] = kv_u("delay", j->delay);
+    kv[n++] = kv_u("delay", x->delay);
     kv[n++] = kv_u("ttr", j->ttr);
     kv[n++] = kv_u("time-left", left);
     kv[n++] = kv_u("file", 0);
-    kv[n++] = kv_u("reserves", j->reserves);
-    kv[n++] = kv_u("timeouts", j->timeouts);
-    kv[n++] = kv_u("releases", j->releases);
-    kv[n++] = kv_u("buries", j->buries);
-    kv[n++] = kv_u("kicks", j->kicks);
+    kv[n++] = kv_u("reserves", x->reserves);
+    kv[n++] = kv_u("timeouts", x->timeouts);
+    kv[n++] = kv_u("releases", x->releases);
+    kv[n++] = kv_u("buries", x->buries);
+    kv[n++] = kv_u("kicks", x->kicks);
     reply_kv(out, e, n);
 }
 
@@ -1032,18 +1104,32 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
         out->code = R_JOB_TOO_BIG; /* NEVER: the parser enforces max-job-size */
         return;
     }
-    struct job *j = malloc(sizeof *j + c->body_len + 2);
+    struct job *j = job_alloc(c->body_len);
     if (!j) {
         out->code = R_OUT_OF_MEMORY;
         return;
     }
     *j = (struct job){.id = e->next_id, .created = now, .tube = s->use, .pri = c->pri,
-                      .delay = c->delay, .ttr = c->ttr ? c->ttr : 1,
-                      .body_len = (uint32_t)c->body_len};
+                      .ttr = c->ttr ? c->ttr : 1, .body_len = (uint32_t)c->body_len};
+    if (c->delay && !job_ext(j)) {
+        free(j);
+        out->code = R_OUT_OF_MEMORY;
+        return;
+    }
+    if (c->delay)
+        j->x->delay = c->delay;
     memcpy(j->body, c->body, c->body_len);
     memcpy(j->body + c->body_len, "\r\n", 2);
     if (jtab_add(e, j) < 0) {
+        free(j->x);
         free(j);
+        out->code = R_OUT_OF_MEMORY;
+        return;
+    }
+    int r = c->delay ? place_delayed(e, j, now) : place_ready(e, j);
+    if (r == PLACE_NONE) {
+        jtab_del(e, j->id);
+        free(j);           /* PLACE_NONE: it has no ext */
         out->code = R_OUT_OF_MEMORY;
         return;
     }
@@ -1051,7 +1137,6 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
     tube_ref(j->tube);
     e->total_jobs++;
     j->tube->total_jobs++;
-    int r = j->delay ? place_delayed(e, j, now) : place_ready(e, j);
     emit(e, REC_JOB, j);
     out->code = r < 0 ? R_BURIED_ID : R_INSERTED;
     out->id = j->id;
@@ -1111,14 +1196,14 @@ static void cmd_reserve_job(struct engine *e, struct session *s, const struct cm
 static struct job *own_job(struct engine *e, struct session *s, uint64_t id)
 {
     struct job *j = job_find(e, id);
-    return j && j->state == J_RESERVED && j->owner == s ? j : NULL;
+    return j && j->state == J_RESERVED && j->x->owner == s ? j : NULL;
 }
 
 static void cmd_delete(struct engine *e, struct session *s, const struct cmd *c,
                        struct reply *out)
 {
     struct job *j = job_find(e, c->id);
-    if (!j || (j->state == J_RESERVED && j->owner != s)) {
+    if (!j || (j->state == J_RESERVED && j->x->owner != s)) {
         out->code = R_NOT_FOUND;
         return;
     }
@@ -1139,9 +1224,9 @@ static void cmd_release(struct engine *e, struct session *s, const struct cmd *c
     }
     job_detach(e, j);
     j->pri = c->pri;
-    j->delay = c->delay;
-    j->releases++;
-    int r = j->delay ? place_delayed(e, j, now) : place_ready(e, j);
+    j->x->delay = c->delay;
+    j->x->releases++;
+    int r = c->delay ? place_delayed(e, j, now) : place_ready(e, j);
     emit(e, REC_RELEASE, j);
     out->code = r < 0 ? R_BURIED : R_RELEASED;
     serve(e, j->tube, now);
@@ -1156,7 +1241,7 @@ static void cmd_bury(struct engine *e, struct session *s, const struct cmd *c, s
     }
     job_detach(e, j);
     j->pri = c->pri;
-    j->buries++;
+    j->x->buries++;
     place_buried(e, j);
     emit(e, REC_BURY, j);
     out->code = R_BURIED;
@@ -1170,7 +1255,7 @@ static void cmd_touch(struct engine *e, struct session *s, const struct cmd *c, 
         out->code = R_NOT_FOUND;
         return;
     }
-    j->deadline = now + (uint64_t)j->ttr * ENGINE_NS;
+    j->x->deadline = now + (uint64_t)j->ttr * ENGINE_NS;
     heap_fix(&e->reserved, j->hpos);
     out->code = R_TOUCHED;
 }
@@ -1179,7 +1264,7 @@ static void cmd_touch(struct engine *e, struct session *s, const struct cmd *c, 
 static void kick(struct engine *e, struct job *j, uint64_t now)
 {
     job_detach(e, j);
-    j->kicks++;
+    j->x->kicks++;
     place_ready(e, j);
     emit(e, REC_KICK, j);
     serve(e, j->tube, now);
@@ -1424,29 +1509,30 @@ void engine_count_error(struct engine *e, struct session *s, enum op op, enum rc
 
 /* ---- recovery --------------------------------------------------------- */
 
-/* Buries j in order of j->order (the log may list buried jobs out of order
- * once compaction has moved some of them forward). */
+/* Buries j, which has an ext, in order of its bury order (the log may list
+ * buried jobs out of order once compaction has moved some of them forward). */
 static void place_buried_ordered(struct engine *e, struct job *j)
 {
     struct tube *t = j->tube;
+    struct job_ext *x = j->x;
     struct job *after = t->btail;
-    while (after && after->order > j->order)
-        after = after->prev;
-    j->prev = after;
-    j->next = after ? after->next : t->bhead;
-    if (j->next)
-        j->next->prev = j;
+    while (after && after->x->order > x->order)
+        after = after->x->prev;
+    x->prev = after;
+    x->next = after ? after->x->next : t->bhead;
+    if (x->next)
+        x->next->x->prev = j;
     else
         t->btail = j;
     if (after)
-        after->next = j;
+        after->x->next = j;
     else
         t->bhead = j;
     j->state = J_BURIED;
     e->buried_ct++;
     t->buried++;
-    if (j->order >= e->bury_clock)
-        e->bury_clock = j->order + 1;
+    if (x->order >= e->bury_clock)
+        e->bury_clock = x->order + 1;
 }
 
 /* Places a recovered job as its record says. */
@@ -1472,18 +1558,27 @@ static int apply_job(struct engine *e, const struct rec *r)
     }
     if (r->body_len > UINT32_MAX || r->tube_len == 0 || r->tube_len > TUBE_NAME_MAX)
         return -1; /* NEVER: the log decoder checks both */
-    struct job *j = malloc(sizeof *j + r->body_len + 2);
+    struct job *j = job_alloc(r->body_len);
     struct tube *t = j ? tube_get(e, r->tube, r->tube_len) : NULL;
     if (!t) {
         free(j);
         return -1;
     }
-    *j = (struct job){.id = r->id, .created = r->created, .order = r->order, .tube = t,
-                      .pri = r->pri, .delay = r->delay, .ttr = r->ttr ? r->ttr : 1,
-                      .body_len = (uint32_t)r->body_len, .reserves = r->reserves,
-                      .timeouts = r->timeouts, .releases = r->releases, .buries = r->buries,
-                      .kicks = r->kicks, .seg = r->seg};
+    *j = (struct job){.id = r->id, .created = r->created, .tube = t, .pri = r->pri,
+                      .ttr = r->ttr ? r->ttr : 1, .body_len = (uint32_t)r->body_len,
+                      .seg = r->seg};
+    if (r->state != REC_READY || r->delay || r->order || r->reserves || r->timeouts ||
+        r->releases || r->buries || r->kicks) {
+        if (!job_ext(j)) {
+            free(j);
+            return -1;
+        }
+        *j->x = (struct job_ext){.order = r->order, .delay = r->delay, .reserves = r->reserves,
+                                 .timeouts = r->timeouts, .releases = r->releases,
+                                 .buries = r->buries, .kicks = r->kicks};
+    }
     if (jtab_add(e, j) < 0) {
+        free(j->x);
         free(j);
         return -1;
     }
@@ -1492,7 +1587,10 @@ static int apply_job(struct engine *e, const struct rec *r)
     tube_ref(t);
     if (r->id >= e->next_id)
         e->next_id = r->id + 1;
-    place_recovered(e, j, r->state, r->deadline);
+    if (place_recovered(e, j, r->state, r->deadline) == PLACE_NONE) {
+        job_free(e, j);
+        return -1;
+    }
     return 0;
 }
 
@@ -1520,33 +1618,37 @@ int engine_apply(struct engine *e, const struct rec *r, uint64_t now)
     struct job *j = job_find(e, r->id);
     if (!j)
         return 0;
-    switch (r->type) {
-    case REC_DELETE:
+    if (r->type == REC_DELETE) {
         job_detach(e, j);
         job_free(e, j);
-        break;
+        return 0;
+    }
+    struct job_ext *x = job_ext(j); /* every other update needs it */
+    if (!x)
+        return -1;
+    switch (r->type) {
     case REC_RESERVE:
-        j->reserves++;
+        x->reserves++;
         break;
     case REC_TIMEOUT:
-        j->timeouts++;
+        x->timeouts++;
         break;
     case REC_RELEASE:
         job_detach(e, j);
         j->pri = r->pri;
-        j->delay = r->delay;
-        j->releases++;
+        x->delay = r->delay;
+        x->releases++;
         return place_recovered(e, j, r->delay ? REC_DELAYED : REC_READY, r->deadline);
     case REC_BURY:
         job_detach(e, j);
         j->pri = r->pri;
-        j->buries++;
-        j->order = r->order;
+        x->buries++;
+        x->order = r->order;
         place_buried_ordered(e, j);
         break;
     case REC_KICK:
         job_detach(e, j);
-        j->kicks++;
+        x->kicks++;
         return place_ready(e, j);
     default:
         break;
@@ -1621,7 +1723,7 @@ void engine_tick(struct engine *e, uint64_t now)
     /* Delayed jobs whose time has come. */
     while ((t = heap_peek(&e->delay_tubes))) {
         struct job *j = heap_peek(&t->delay);
-        if (j->deadline > now)
+        if (j->x->deadline > now)
             break;
         job_detach(e, j);
         place_ready(e, j);
@@ -1649,10 +1751,10 @@ void engine_tick(struct engine *e, uint64_t now)
     }
     /* Reservations whose TTR ran out. */
     struct job *j;
-    while ((j = heap_peek(&e->reserved)) && j->deadline <= now) {
-        struct session *owner = j->owner;
+    while ((j = heap_peek(&e->reserved)) && j->x->deadline <= now) {
+        struct session *owner = j->x->owner;
         job_detach(e, j);
-        j->timeouts++;
+        j->x->timeouts++;
         e->timeout_ct++;
         place_ready(e, j);
         emit(e, REC_TIMEOUT, j);
@@ -1667,14 +1769,14 @@ uint64_t engine_next_wakeup(const struct engine *e)
     uint64_t t = UINT64_MAX;
     const struct tube *tb = heap_peek(&e->delay_tubes);
     if (tb)
-        t = ((const struct job *)heap_peek(&tb->delay))->deadline;
+        t = ((const struct job *)heap_peek(&tb->delay))->x->deadline;
     if ((tb = heap_peek(&e->paused)) && tb->unpause_at < t)
         t = tb->unpause_at;
     const struct session *s = heap_peek(&e->waiters);
     if (s && s->wake < t)
         t = s->wake;
     const struct job *j = heap_peek(&e->reserved);
-    if (j && j->deadline < t)
-        t = j->deadline;
+    if (j && j->x->deadline < t)
+        t = j->x->deadline;
     return t;
 }
