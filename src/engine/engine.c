@@ -52,8 +52,8 @@ struct job_ext {
 struct job {
     uint64_t id;
     uint64_t created;          /* ns, engine clock */
-    struct tube *tube;
     struct job_ext *x;         /* NULL until the job is first delayed, reserved or buried */
+    uint32_t tube;             /* its tube's slot: engine.tslot[tube] (job_tube()) */
     uint32_t hpos;             /* index in the heap that holds the job (not buried) */
     uint32_t pri;
     uint32_t ttr;              /* seconds, at least 1 */
@@ -79,6 +79,7 @@ struct tube {
     size_t name_len;
     struct tube *hnext;        /* hash chain */
     size_t idx;                /* index in engine.tubes */
+    uint32_t slot;             /* index in engine.tslot, which jobs refer to it by */
     uint64_t refs;             /* jobs + users + watchers (+1 for default) */
     struct heap ready;         /* by (pri, id) */
     struct heap delay;         /* by (deadline, id) */
@@ -124,6 +125,9 @@ struct engine {
     size_t thcap;
     struct tube **tubes;       /* creation order, swap-remove */
     size_t ntubes, captubes;
+    struct tube **tslot;       /* by slot, which never changes while the tube lives */
+    uint32_t *tfree;           /* free slots (NULL in tslot), a stack */
+    size_t nslot, capslot, nfree; /* slots used or freed; allocated; free */
     struct tube *default_tube;
 
     struct heap reserved;      /* jobs by TTR deadline */
@@ -144,6 +148,11 @@ struct engine {
 };
 
 /* ---- job table ---------------------------------------------------------- */
+
+static struct tube *job_tube(const struct engine *e, const struct job *j)
+{
+    return e->tslot[j->tube];
+}
 
 static size_t jslot(const struct engine *e, uint64_t id)
 {
@@ -263,11 +272,12 @@ static void emit(struct engine *e, enum rec_type type, struct job *j)
     if (!e->hooks.record)
         return;
     const struct job_ext *x = j->x ? j->x : &no_ext;
+    const struct tube *t = job_tube(e, j);
     struct rec r = {
         .type = type, .id = j->id, .next_id = e->next_id, .pri = j->pri, .delay = x->delay,
         .ttr = j->ttr, .created = j->created, .order = x->order, .reserves = x->reserves,
         .timeouts = x->timeouts, .releases = x->releases, .buries = x->buries,
-        .kicks = x->kicks, .tube = j->tube->name, .tube_len = j->tube->name_len,
+        .kicks = x->kicks, .tube = t->name, .tube_len = t->name_len,
         .body = j->body, .body_len = j->body_len, .seg = j->seg,
     };
     r.state = j->state == J_DELAYED ? REC_DELAYED : j->state == J_BURIED ? REC_BURIED : REC_READY;
@@ -327,6 +337,18 @@ static struct tube *tube_make(struct engine *e, const char *name, size_t n)
         e->tubes = p;
         e->captubes = cap;
     }
+    if (!e->nfree && e->nslot == e->capslot) {
+        size_t cap = e->capslot ? e->capslot * 2 : 16;
+        struct tube **p = cap <= (size_t)UINT32_MAX + 1 ? realloc(e->tslot, cap * sizeof *p) : NULL;
+        if (!p)
+            return NULL;
+        e->tslot = p;
+        uint32_t *f = realloc(e->tfree, cap * sizeof *f);
+        if (!f)
+            return NULL; /* tslot is bigger, capslot not yet: fine */
+        e->tfree = f;
+        e->capslot = cap;
+    }
     if (e->ntubes + 1 > e->thcap) {
         size_t cap = e->thcap * 2;
         struct tube **tab = calloc(cap, sizeof *tab);
@@ -349,6 +371,8 @@ static struct tube *tube_make(struct engine *e, const char *name, size_t n)
     t->dpos = t->ppos = NPOS;
     t->idx = e->ntubes;
     e->tubes[e->ntubes++] = t;
+    t->slot = e->nfree ? e->tfree[--e->nfree] : (uint32_t)e->nslot++;
+    e->tslot[t->slot] = t;
     thash_insert(e->thash, e->thcap, t);
     return t;
 }
@@ -374,6 +398,8 @@ static void tube_unref(struct engine *e, struct tube *t)
     *pp = t->hnext;
     e->tubes[t->idx] = e->tubes[--e->ntubes];
     e->tubes[t->idx]->idx = t->idx;
+    e->tslot[t->slot] = NULL;
+    e->tfree[e->nfree++] = t->slot;
     if (t->ppos != NPOS)
         heap_remove(&e->paused, t->ppos);
     heap_destroy(&t->ready);
@@ -477,7 +503,7 @@ static void reserved_unlink(struct session *s, struct job *j)
  * keeps its state field until the caller places it again. */
 static void job_detach(struct engine *e, struct job *j)
 {
-    struct tube *t = j->tube;
+    struct tube *t = job_tube(e, j);
     switch (j->state) {
     case J_READY:
         heap_remove(&t->ready, j->hpos);
@@ -511,10 +537,11 @@ static void job_detach(struct engine *e, struct job *j)
 static void place_buried(struct engine *e, struct job *j)
 {
     j->x->order = e->bury_clock++;
-    buried_append(j->tube, j);
+    struct tube *t = job_tube(e, j);
+    buried_append(t, j);
     j->state = J_BURIED;
     e->buried_ct++;
-    j->tube->buried++;
+    t->buried++;
 }
 
 /* What place_ready() and place_delayed_at() return besides 0. PLACE_NONE
@@ -528,7 +555,7 @@ static void place_buried(struct engine *e, struct job *j)
  * not hand the job to a waiting session: call serve() after logging. */
 static int place_ready(struct engine *e, struct job *j)
 {
-    struct tube *t = j->tube;
+    struct tube *t = job_tube(e, j);
     if (heap_insert(&t->ready, j) < 0) {
         if (!job_ext(j))
             return PLACE_NONE;
@@ -547,7 +574,7 @@ static int place_ready(struct engine *e, struct job *j)
 /* Like place_ready(), for the delayed heap until deadline. */
 static int place_delayed_at(struct engine *e, struct job *j, uint64_t deadline)
 {
-    struct tube *t = j->tube;
+    struct tube *t = job_tube(e, j);
     if (!job_ext(j))
         return PLACE_NONE;
     j->x->deadline = deadline;
@@ -570,7 +597,7 @@ static int place_delayed(struct engine *e, struct job *j, uint64_t now)
 static void job_free(struct engine *e, struct job *j)
 {
     jtab_del(e, j->id);
-    tube_unref(e, j->tube);
+    tube_unref(e, job_tube(e, j));
     free(j->x);
     free(j);
 }
@@ -689,7 +716,7 @@ static void reserve(struct engine *e, struct session *s, struct job *j, uint64_t
     }
     reserved_link(s, j);
     e->reserved_ct++;
-    j->tube->reserved++;
+    job_tube(e, j)->reserved++;
     emit(e, REC_RESERVE, j);
 }
 
@@ -801,7 +828,7 @@ void engine_session_close(struct engine *e, struct session *s, uint64_t now)
         struct job *j = s->rhead;
         job_detach(e, j);
         place_ready(e, j);
-        serve(e, j->tube, now);
+        serve(e, job_tube(e, j), now);
     }
     s->use->using_ct--;
     tube_unref(e, s->use);
@@ -890,6 +917,8 @@ void engine_free(struct engine *e)
         free(e->tubes[i]);
     }
     free(e->tubes);
+    free(e->tslot);
+    free(e->tfree);
     free(e->thash);
     free(e->jtab);
     heap_destroy(&e->reserved);
@@ -963,7 +992,8 @@ static void stats_job(struct engine *e, const struct job *j, uint64_t now, struc
         left = secs_left(x->deadline, now);
     size_t n = 0;
     kv[n++] = kv_u("id", j->id);
-    kv[n++] = kv_q("tube", j->tube->name, j->tube->name_len);
+    const struct tube *t = job_tube(e, j);
+    kv[n++] = kv_q("tube", t->name, t->name_len);
     kv[n++] = kv_s("state", state_names[j->state]);
     kv[n++] = kv_u("pri", j->pri);
     kv[n++] = kv_u("age", now > j->created ? (now - j->created) / ENGINE_NS : 0);
@@ -1109,7 +1139,7 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
         out->code = R_OUT_OF_MEMORY;
         return;
     }
-    *j = (struct job){.id = e->next_id, .created = now, .tube = s->use, .pri = c->pri,
+    *j = (struct job){.id = e->next_id, .created = now, .tube = s->use->slot, .pri = c->pri,
                       .ttr = c->ttr ? c->ttr : 1, .body_len = (uint32_t)c->body_len};
     if (c->delay && !job_ext(j)) {
         free(j);
@@ -1134,13 +1164,13 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
         return;
     }
     e->next_id++;
-    tube_ref(j->tube);
+    tube_ref(s->use);
     e->total_jobs++;
-    j->tube->total_jobs++;
+    s->use->total_jobs++;
     emit(e, REC_JOB, j);
     out->code = r < 0 ? R_BURIED_ID : R_INSERTED;
     out->id = j->id;
-    serve(e, j->tube, now);
+    serve(e, job_tube(e, j), now);
 }
 
 static void cmd_reserve(struct engine *e, struct session *s, const struct cmd *c, uint64_t now,
@@ -1208,7 +1238,7 @@ static void cmd_delete(struct engine *e, struct session *s, const struct cmd *c,
         return;
     }
     job_detach(e, j);
-    j->tube->cmd_delete++;
+    job_tube(e, j)->cmd_delete++;
     emit(e, REC_DELETE, j);
     job_free(e, j);
     out->code = R_DELETED;
@@ -1229,7 +1259,7 @@ static void cmd_release(struct engine *e, struct session *s, const struct cmd *c
     int r = c->delay ? place_delayed(e, j, now) : place_ready(e, j);
     emit(e, REC_RELEASE, j);
     out->code = r < 0 ? R_BURIED : R_RELEASED;
-    serve(e, j->tube, now);
+    serve(e, job_tube(e, j), now);
 }
 
 static void cmd_bury(struct engine *e, struct session *s, const struct cmd *c, struct reply *out)
@@ -1267,7 +1297,7 @@ static void kick(struct engine *e, struct job *j, uint64_t now)
     j->x->kicks++;
     place_ready(e, j);
     emit(e, REC_KICK, j);
-    serve(e, j->tube, now);
+    serve(e, job_tube(e, j), now);
 }
 
 static void cmd_kick(struct engine *e, struct session *s, const struct cmd *c, uint64_t now,
@@ -1513,7 +1543,7 @@ void engine_count_error(struct engine *e, struct session *s, enum op op, enum rc
  * buried jobs out of order once compaction has moved some of them forward). */
 static void place_buried_ordered(struct engine *e, struct job *j)
 {
-    struct tube *t = j->tube;
+    struct tube *t = job_tube(e, j);
     struct job_ext *x = j->x;
     struct job *after = t->btail;
     while (after && after->x->order > x->order)
@@ -1564,7 +1594,7 @@ static int apply_job(struct engine *e, const struct rec *r)
         free(j);
         return -1;
     }
-    *j = (struct job){.id = r->id, .created = r->created, .tube = t, .pri = r->pri,
+    *j = (struct job){.id = r->id, .created = r->created, .tube = t->slot, .pri = r->pri,
                       .ttr = r->ttr ? r->ttr : 1, .body_len = (uint32_t)r->body_len,
                       .seg = r->seg};
     if (r->state != REC_READY || r->delay || r->order || r->reserves || r->timeouts ||
@@ -1677,7 +1707,7 @@ void engine_foreach_seg(const struct engine *e, void (*fn)(void *ctx, uint32_t s
     for (size_t i = 0; i < e->jcap; i++) {
         const struct job *j = e->jtab[i];
         if (j)
-            fn(ctx, j->seg, j->tube->name_len + j->body_len);
+            fn(ctx, j->seg, job_tube(e, j)->name_len + j->body_len);
     }
 }
 
@@ -1760,7 +1790,7 @@ void engine_tick(struct engine *e, uint64_t now)
         emit(e, REC_TIMEOUT, j);
         if (owner->waiting)
             waiter_schedule(e, owner);
-        serve(e, j->tube, now);
+        serve(e, job_tube(e, j), now);
     }
 }
 

@@ -720,6 +720,40 @@ Test(engine, many_tubes_are_found_by_name)
     cr_assert_eq(op(s, OP_RESERVE).id, 3000);
 }
 
+Test(engine, jobs_keep_their_tube_while_other_tubes_come_and_go)
+{
+    struct session *s = sess();
+    char name[32];
+    uint64_t ids[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof name, "old-%d", i);
+        named(s, OP_USE, name);
+        ids[i] = put(s, 0, name);
+    }
+    named(s, OP_USE, "default");
+    for (int i = 5; i < 40; i += 3)
+        cr_assert_eq(byid(s, OP_DELETE, ids[i]).code, R_DELETED);
+    cr_assert_eq(engine_tube_count(E), 1 + 40 - 12);
+    uint64_t fresh[20];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "new-%d", i);
+        named(s, OP_USE, name);
+        fresh[i] = put(s, 0, name);
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof name, "old-%d", i);
+        if (i >= 5 && (i - 5) % 3 == 0)
+            cr_assert_eq(named(s, OP_STATS_TUBE, name).code, R_NOT_FOUND);
+        else
+            cr_assert_str_eq(job_stat(s, ids[i], "tube"), name);
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "new-%d", i);
+        cr_assert_str_eq(job_stat(s, fresh[i], "tube"), name);
+        cr_assert_str_eq(tube_stat(s, name, "current-jobs-ready"), "1");
+    }
+}
+
 Test(engine, pause_tube_of_a_missing_tube_is_not_found)
 {
     struct session *s = sess();
