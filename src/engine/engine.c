@@ -64,7 +64,8 @@ struct job {
 };
 
 #define JOB_HEAD offsetof(struct job, body)
-#define JOB_MAX UINT32_MAX     /* jobs at most, so that a heap index fits hpos */
+#define JOB_MAX (UINT32_MAX / 4 * 3) /* jobs at most: a heap index fits hpos, and the
+                                         job table stays below 2^32 slots */
 
 static const struct job_ext no_ext; /* what a job without an ext reads as */
 
@@ -119,7 +120,7 @@ struct engine {
     bool draining;
 
     struct job **jtab;         /* id -> job, open addressing */
-    size_t jcap, njobs;        /* jcap is a power of two */
+    size_t jcap, njobs;        /* slots (JTAB_MIN..JTAB_MAX), jobs */
 
     struct tube **thash;       /* name -> tube */
     size_t thcap;
@@ -154,23 +155,36 @@ static struct tube *job_tube(const struct engine *e, const struct job *j)
     return e->tslot[j->tube];
 }
 
+/* The table grows by half when it would be more than 3/4 full, so it takes
+ * 10.7 to 16 bytes per job (a doubling table: 10.7 to 21.3), and shrinks to a
+ * quarter when less than 1/8 full, so a drained burst gives its memory back.
+ * Its size need not be a power of two: a 32-bit hash is scaled to it, so it
+ * has at most 2^32 slots. */
+#define JTAB_MIN 1024
+#define JTAB_MAX (UINT64_C(1) << 32)
+
+/* Fibonacci hashing spreads consecutive ids evenly over the top bits. */
 static size_t jslot(const struct engine *e, uint64_t id)
 {
-    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & (e->jcap - 1);
+    uint64_t h = (id * 0x9E3779B97F4A7C15ULL) >> 32;
+    return (size_t)((h * e->jcap) >> 32);
 }
+
+static size_t jnext(const struct engine *e, size_t i) { return i + 1 < e->jcap ? i + 1 : 0; }
 
 static struct job *job_find(const struct engine *e, uint64_t id)
 {
-    for (size_t i = jslot(e, id);; i = (i + 1) & (e->jcap - 1)) {
+    for (size_t i = jslot(e, id);; i = jnext(e, i)) {
         struct job *j = e->jtab[i];
         if (!j || j->id == id)
             return j;
     }
 }
 
-static int jtab_grow(struct engine *e)
+/* Moves every job to a table of cap slots. Returns 0, or -1 if out of memory
+ * (the table is unchanged). */
+static int jtab_resize(struct engine *e, size_t cap)
 {
-    size_t cap = e->jcap * 2;
     struct job **t = calloc(cap, sizeof *t);
     if (!t)
         return -1;
@@ -183,7 +197,7 @@ static int jtab_grow(struct engine *e)
             continue;
         size_t k = jslot(e, old[i]->id);
         while (t[k])
-            k = (k + 1) & (cap - 1);
+            k = jnext(e, k);
         t[k] = old[i];
     }
     free(old);
@@ -192,11 +206,18 @@ static int jtab_grow(struct engine *e)
 
 static int jtab_add(struct engine *e, struct job *j)
 {
-    if (e->njobs >= JOB_MAX || ((e->njobs + 1) * 4 > e->jcap * 3 && jtab_grow(e) < 0))
+    if (e->njobs >= JOB_MAX)
         return -1;
+    if ((e->njobs + 1) * 4 > e->jcap * 3) {
+        uint64_t cap = (uint64_t)e->jcap + e->jcap / 2;
+        if (cap > JTAB_MAX)
+            cap = JTAB_MAX;
+        if (cap > SIZE_MAX / sizeof *e->jtab || jtab_resize(e, (size_t)cap) < 0)
+            return -1;
+    }
     size_t i = jslot(e, j->id);
     while (e->jtab[i])
-        i = (i + 1) & (e->jcap - 1);
+        i = jnext(e, i);
     e->jtab[i] = j;
     e->njobs++;
     return 0;
@@ -205,11 +226,11 @@ static int jtab_add(struct engine *e, struct job *j)
 /* Backward-shift deletion keeps probe sequences intact without tombstones. */
 static void jtab_del(struct engine *e, uint64_t id)
 {
-    size_t mask = e->jcap - 1, i = jslot(e, id);
+    size_t i = jslot(e, id);
     while (e->jtab[i]->id != id)
-        i = (i + 1) & mask;
+        i = jnext(e, i);
     size_t hole = i;
-    for (size_t k = (hole + 1) & mask; e->jtab[k]; k = (k + 1) & mask) {
+    for (size_t k = jnext(e, hole); e->jtab[k]; k = jnext(e, k)) {
         size_t home = jslot(e, e->jtab[k]->id);
         /* Move k into the hole unless its home lies cyclically in (hole, k]. */
         bool stays = hole <= k ? (hole < home && home <= k) : (hole < home || home <= k);
@@ -220,6 +241,10 @@ static void jtab_del(struct engine *e, uint64_t id)
     }
     e->jtab[hole] = NULL;
     e->njobs--;
+    if (e->jcap > JTAB_MIN && e->njobs < e->jcap / 8) {
+        size_t cap = e->jcap / 4;
+        jtab_resize(e, cap < JTAB_MIN ? JTAB_MIN : cap); /* out of memory: stays big */
+    }
 }
 
 /* ---- heap orderings ----------------------------------------------------- */
@@ -880,7 +905,7 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
         e->hooks = *hooks;
     e->next_id = 1;
     e->started = now;
-    e->jcap = 1024;
+    e->jcap = JTAB_MIN;
     e->jtab = calloc(e->jcap, sizeof *e->jtab);
     e->thcap = 64;
     e->thash = calloc(e->thcap, sizeof *e->thash);

@@ -183,6 +183,39 @@ Test(engine, reserve_takes_lowest_priority_then_oldest)
     cr_assert_eq(op(s, OP_RESERVE).id, a);
 }
 
+/* The job table grows, shrinks and deletes with backward shifts: every job
+ * must stay findable through all of it. */
+Test(engine, the_job_table_finds_every_job_through_growth_and_shrinking)
+{
+    struct session *s = sess();
+    enum { N = 60000 };
+    static bool gone[N + 1];
+    memset(gone, 0, sizeof gone);
+    for (int i = 1; i <= N; i++)
+        cr_assert_eq(put(s, 0, "j"), (uint64_t)i);
+    /* Delete all but every 97th job, in a scattered order. */
+    for (uint64_t k = 0; k < N; k++) {
+        uint64_t id = (k * 7919) % N + 1;
+        if (id % 97 == 0)
+            continue;
+        cr_assert_eq(byid(s, OP_DELETE, id).code, R_DELETED, "id %llu", (unsigned long long)id);
+        gone[id] = true;
+        if (k % 5000 == 0)
+            for (uint64_t p = 1; p <= N; p += 13)
+                cr_assert_eq(byid(s, OP_PEEK, p).code, gone[p] ? R_NOT_FOUND : R_FOUND);
+    }
+    cr_assert_eq(engine_job_count(E), N / 97);
+    for (uint64_t id = 1; id <= N; id++)
+        cr_assert_eq(byid(s, OP_PEEK, id).code, id % 97 ? R_NOT_FOUND : R_FOUND);
+    for (int i = 0; i < 5000; i++)
+        put(s, 0, "k");
+    for (uint64_t id = 97; id <= N; id += 97)
+        cr_assert_eq(byid(s, OP_DELETE, id).code, R_DELETED);
+    for (uint64_t id = N + 1; id <= N + 5000; id++)
+        cr_assert_eq(byid(s, OP_PEEK, id).code, R_FOUND);
+    cr_assert_eq(engine_job_count(E), 5000);
+}
+
 Test(engine, put_body_is_copied_and_binary_safe)
 {
     struct session *s = sess();
