@@ -364,7 +364,8 @@ static struct tube *tube_make(struct engine *e, const char *name, size_t n)
     }
     if (!e->nfree && e->nslot == e->capslot) {
         size_t cap = e->capslot ? e->capslot * 2 : 16;
-        struct tube **p = cap <= (size_t)UINT32_MAX + 1 ? realloc(e->tslot, cap * sizeof *p) : NULL;
+        struct tube **p = (uint64_t)cap <= UINT64_C(1) << 32 ? realloc(e->tslot, cap * sizeof *p)
+                                                             : NULL;
         if (!p)
             return NULL;
         e->tslot = p;
