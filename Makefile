@@ -77,7 +77,7 @@ test: deps
 # docket-bench against docketd (fsync always, 50 ms, never, --memory), beanstalkd
 # (in memory, -f 0, -f 1000) and redis-server (no persistence, appendfsync always,
 # everysec), each started fresh on 127.0.0.1, plus RSS per queued job with a
-# million jobs (BENCH_CASES=mem). Takes 7-10 minutes; BENCH_QUICK=1
+# million jobs (BENCH_CASES=mem). Takes 6-9 minutes; BENCH_QUICK=1
 # for a one-minute smoke run. Not part of `make test`. See docs/benchmarks.md.
 bench: deps
 	@$(MAKE) --no-print-directory all
