@@ -17,6 +17,9 @@
  * delayed, reserved or buried job needs (deadline, owner, links, bury order)
  * and its history (delay, counters) live in a struct job_ext allocated the
  * first time the job leaves that plain ready state, and kept until it ends.
+ * With a log (engine_config.page_bodies) the body is not kept at all once the
+ * log has it: the job holds a pointer into the log's mapping of the segment
+ * (engine_body_paged()), and a separate copy only until then.
  */
 #include "engine.h"
 
@@ -47,27 +50,53 @@ struct job_ext {
     uint32_t reserves, timeouts, releases, buries, kicks;
 };
 
+/* Where a job's body is (engine_config.page_bodies, engine_body_paged()). */
+enum bodyat {
+    B_INLINE,                  /* in body[], then "\r\n" */
+    B_OWNED,                   /* body[] holds a pointer to a malloc'd copy (body, "\r\n") */
+    B_PAGED                    /* body[] holds a pointer into the log's mapping; not ours */
+};
+
 /* Allocated as JOB_HEAD + body_len + 2 bytes (job_alloc()), the body right
- * after the state byte. */
+ * after the header; or, when bodies are paged to the log, as JOB_HEAD + a
+ * pointer (job_body()). */
 struct job {
     uint64_t id;
     uint64_t created;          /* ns, engine clock */
     struct job_ext *x;         /* NULL until the job is first delayed, reserved or buried */
-    uint32_t tube;             /* its tube's slot: engine.tslot[tube] (job_tube()) */
+    uint32_t tube : 24;        /* its tube's slot: engine.tslot[tube] (job_tube()) */
+    uint32_t state : 4;        /* enum jstate */
+    uint32_t bodyat : 4;       /* enum bodyat */
     uint32_t hpos;             /* index in the heap that holds the job (not buried) */
     uint32_t pri;
     uint32_t ttr;              /* seconds, at least 1 */
     uint32_t body_len;         /* bytes, without the trailing "\r\n" */
     uint32_t seg;              /* log segment of the job's newest JOB record (0: none) */
-    uint8_t state;             /* enum jstate */
-    char body[];               /* body_len bytes, then "\r\n" */
+    char body[];               /* see enum bodyat */
 };
 
 #define JOB_HEAD offsetof(struct job, body)
+#define TUBE_SLOTS (1u << 24)  /* tubes at most: a job's tube slot has 24 bits */
 #define JOB_MAX (UINT32_MAX / 4 * 3) /* jobs at most: a heap index fits hpos, and the
                                          job table stays below 2^32 slots */
 
 static const struct job_ext no_ext; /* what a job without an ext reads as */
+
+/* The job's body (body_len bytes; a CRLF follows unless it is paged). */
+static const char *job_body(const struct job *j)
+{
+    if (j->bodyat == B_INLINE)
+        return j->body;
+    const char *p;
+    memcpy(&p, j->body, sizeof p);
+    return p;
+}
+
+static void job_set_body(struct job *j, const char *p, enum bodyat at)
+{
+    memcpy(j->body, &p, sizeof p);
+    j->bodyat = at;
+}
 
 struct watch {
     struct tube *tube;
@@ -303,7 +332,7 @@ static void emit(struct engine *e, enum rec_type type, struct job *j)
         .ttr = j->ttr, .created = j->created, .order = x->order, .reserves = x->reserves,
         .timeouts = x->timeouts, .releases = x->releases, .buries = x->buries,
         .kicks = x->kicks, .tube = t->name, .tube_len = t->name_len,
-        .body = j->body, .body_len = j->body_len, .seg = j->seg,
+        .body = job_body(j), .body_len = j->body_len, .seg = j->seg,
     };
     r.state = j->state == J_DELAYED ? REC_DELAYED : j->state == J_BURIED ? REC_BURIED : REC_READY;
     r.deadline = j->state == J_DELAYED ? x->deadline : 0;
@@ -322,7 +351,7 @@ static void reply_job(struct reply *out, enum rcode code, const struct job *j)
 {
     out->code = code;
     out->id = j->id;
-    out->body = j->body;
+    out->body = job_body(j);
     out->body_len = j->body_len;
 }
 
@@ -362,6 +391,8 @@ static struct tube *tube_make(struct engine *e, const char *name, size_t n)
         e->tubes = p;
         e->captubes = cap;
     }
+    if (!e->nfree && e->nslot == TUBE_SLOTS)
+        return NULL;
     if (!e->nfree && e->nslot == e->capslot) {
         size_t cap = e->capslot ? e->capslot * 2 : 16;
         struct tube **p = (uint64_t)cap <= UINT64_C(1) << 32 ? realloc(e->tslot, cap * sizeof *p)
@@ -457,12 +488,44 @@ static bool tube_paused(const struct tube *t, uint64_t now)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-/* A job with room for a body of n bytes and its CRLF; its fields are
- * uninitialised. Returns NULL if out of memory. */
-static struct job *job_alloc(size_t n)
+/* A job holding a copy of body[0..n) and a CRLF, with its other fields
+ * uninitialised but bodyat. When bodies are paged, the copy is a separate
+ * allocation that engine_body_paged() frees, so the job itself is already
+ * the size it keeps. Returns NULL if out of memory. */
+static struct job *job_alloc(const struct engine *e, const char *body, size_t n)
 {
+    struct job *j;
+    if (e->cfg.page_bodies && n > 0) {
+        char *copy = malloc(n + 2);
+        j = copy ? malloc(JOB_HEAD + sizeof copy) : NULL;
+        if (!j) {
+            free(copy);
+            return NULL;
+        }
+        memcpy(copy, body, n);
+        memcpy(copy + n, "\r\n", 2);
+        job_set_body(j, copy, B_OWNED);
+        return j;
+    }
     size_t size = JOB_HEAD + n + 2;
-    return malloc(size < sizeof(struct job) ? sizeof(struct job) : size);
+    j = malloc(size < sizeof(struct job) ? sizeof(struct job) : size);
+    if (!j)
+        return NULL;
+    memcpy(j->body, body, n);
+    memcpy(j->body + n, "\r\n", 2);
+    j->bodyat = B_INLINE;
+    return j;
+}
+
+/* Frees the job's memory (not its places in tables and queues). */
+static void job_release(struct job *j)
+{
+    if (!j)
+        return;
+    if (j->bodyat == B_OWNED)
+        free((char *)job_body(j));
+    free(j->x);
+    free(j);
 }
 
 /* j's ext, allocated (zeroed) if j has none yet. Returns NULL if out of memory. */
@@ -624,8 +687,7 @@ static void job_free(struct engine *e, struct job *j)
 {
     jtab_del(e, j->id);
     tube_unref(e, job_tube(e, j));
-    free(j->x);
-    free(j);
+    job_release(j);
 }
 
 /* ---- waiting sessions --------------------------------------------------- */
@@ -932,11 +994,8 @@ void engine_free(struct engine *e)
         free(s->watch);
         free(s);
     }
-    for (size_t i = 0; e->jtab && i < e->jcap; i++) {
-        if (e->jtab[i])
-            free(e->jtab[i]->x);
-        free(e->jtab[i]);
-    }
+    for (size_t i = 0; e->jtab && i < e->jcap; i++)
+        job_release(e->jtab[i]);
     for (size_t i = 0; i < e->ntubes; i++) {
         heap_destroy(&e->tubes[i]->ready);
         heap_destroy(&e->tubes[i]->delay);
@@ -1160,32 +1219,30 @@ static void cmd_put(struct engine *e, struct session *s, const struct cmd *c, ui
         out->code = R_JOB_TOO_BIG; /* NEVER: the parser enforces max-job-size */
         return;
     }
-    struct job *j = job_alloc(c->body_len);
+    struct job *j = job_alloc(e, c->body, c->body_len);
     if (!j) {
         out->code = R_OUT_OF_MEMORY;
         return;
     }
     *j = (struct job){.id = e->next_id, .created = now, .tube = s->use->slot, .pri = c->pri,
-                      .ttr = c->ttr ? c->ttr : 1, .body_len = (uint32_t)c->body_len};
+                      .ttr = c->ttr ? c->ttr : 1, .body_len = (uint32_t)c->body_len,
+                      .bodyat = j->bodyat};
     if (c->delay && !job_ext(j)) {
-        free(j);
+        job_release(j);
         out->code = R_OUT_OF_MEMORY;
         return;
     }
     if (c->delay)
         j->x->delay = c->delay;
-    memcpy(j->body, c->body, c->body_len);
-    memcpy(j->body + c->body_len, "\r\n", 2);
     if (jtab_add(e, j) < 0) {
-        free(j->x);
-        free(j);
+        job_release(j);
         out->code = R_OUT_OF_MEMORY;
         return;
     }
     int r = c->delay ? place_delayed(e, j, now) : place_ready(e, j);
     if (r == PLACE_NONE) {
         jtab_del(e, j->id);
-        free(j);           /* PLACE_NONE: it has no ext */
+        job_release(j);           /* PLACE_NONE: it has no ext */
         out->code = R_OUT_OF_MEMORY;
         return;
     }
@@ -1614,19 +1671,19 @@ static int apply_job(struct engine *e, const struct rec *r)
     }
     if (r->body_len > UINT32_MAX || r->tube_len == 0 || r->tube_len > TUBE_NAME_MAX)
         return -1; /* NEVER: the log decoder checks both */
-    struct job *j = job_alloc(r->body_len);
+    struct job *j = job_alloc(e, r->body, r->body_len);
     struct tube *t = j ? tube_get(e, r->tube, r->tube_len) : NULL;
     if (!t) {
-        free(j);
+        job_release(j);
         return -1;
     }
     *j = (struct job){.id = r->id, .created = r->created, .tube = t->slot, .pri = r->pri,
                       .ttr = r->ttr ? r->ttr : 1, .body_len = (uint32_t)r->body_len,
-                      .seg = r->seg};
+                      .seg = r->seg, .bodyat = j->bodyat};
     if (r->state != REC_READY || r->delay || r->order || r->reserves || r->timeouts ||
         r->releases || r->buries || r->kicks) {
         if (!job_ext(j)) {
-            free(j);
+            job_release(j);
             return -1;
         }
         *j->x = (struct job_ext){.order = r->order, .delay = r->delay, .reserves = r->reserves,
@@ -1634,12 +1691,9 @@ static int apply_job(struct engine *e, const struct rec *r)
                                  .buries = r->buries, .kicks = r->kicks};
     }
     if (jtab_add(e, j) < 0) {
-        free(j->x);
-        free(j);
+        job_release(j);
         return -1;
     }
-    memcpy(j->body, r->body, r->body_len);
-    memcpy(j->body + r->body_len, "\r\n", 2);
     tube_ref(t);
     if (r->id >= e->next_id)
         e->next_id = r->id + 1;
@@ -1647,6 +1701,31 @@ static int apply_job(struct engine *e, const struct rec *r)
         job_free(e, j);
         return -1;
     }
+    return 0;
+}
+
+int engine_body_paged(struct engine *e, uint64_t id, uint32_t seg, const char *p)
+{
+    struct job *j = job_find(e, id);
+    if (!j || j->bodyat == B_INLINE)
+        return 0;
+    if (!p) {
+        /* Keep the body in memory after all. */
+        if (j->bodyat == B_PAGED) {
+            char *copy = malloc((size_t)j->body_len + 2);
+            if (!copy)
+                return -1;
+            memcpy(copy, job_body(j), j->body_len);
+            memcpy(copy + j->body_len, "\r\n", 2);
+            job_set_body(j, copy, B_OWNED);
+        }
+        return 0;
+    }
+    if (j->seg != seg)
+        return 0; /* a newer snapshot is on its way */
+    if (j->bodyat == B_OWNED)
+        free((char *)job_body(j));
+    job_set_body(j, p, B_PAGED);
     return 0;
 }
 

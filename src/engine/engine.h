@@ -64,6 +64,9 @@ struct engine_hooks {
 
 struct engine_config {
     uint32_t max_job_size;    /* bytes, reported by stats */
+    /* Bodies may move to the log (engine_body_paged): a new job's body is
+     * then kept in its own allocation until it does. */
+    bool page_bodies;
 };
 
 /* Returns NULL if out of memory. Free with engine_free(). */
@@ -107,6 +110,14 @@ void engine_set_draining(struct engine *e);
  * exists). Updates for unknown jobs are ignored: their snapshot was compacted
  * away because they had ended. Returns 0, or -1 if out of memory. */
 int engine_apply(struct engine *e, const struct rec *r, uint64_t now);
+
+/* With cfg.page_bodies: job id's body can now be read at p, the body bytes
+ * of its JOB record in log segment seg (p stays valid until the caller says
+ * otherwise), so the engine frees its own copy and points there. Ignored if
+ * the job is gone or its newest JOB record is in another segment (a newer
+ * snapshot will follow). With p NULL the job keeps or takes back a copy in
+ * memory. Returns 0, or -1 if out of memory (the job is unchanged). */
+int engine_body_paged(struct engine *e, uint64_t id, uint32_t seg, const char *p);
 /* Ends recovery: frees tubes that only a PAUSE record created. */
 void engine_recovered(struct engine *e);
 

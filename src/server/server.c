@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../common/log.h"
+#include "../store/record.h"
 #include "../store/wal.h"
 #include "xalloc.h"
 
@@ -206,6 +207,55 @@ static void on_deliver(void *ctx, struct session *s, const struct reply *r)
     conn_deliver(engine_session_ctx(s), r);
 }
 
+/* A JOB record whose body can be read back from the log once written. */
+struct page_out {
+    uint64_t seq;
+    uint64_t id;
+    uint64_t off;              /* of the body in the segment file */
+    uint32_t seg;
+    uint32_t len;
+};
+
+static void page_push(struct server *srv, const struct page_out *p)
+{
+    if (srv->ntail == srv->pcap) {
+        size_t cap = srv->pcap ? srv->pcap * 2 : 256;
+        struct page_out *n = malloc(cap * sizeof *n);
+        if (!n) {
+            /* The body stays where it is, which may be an older segment's
+             * mapping: from now on no mapping is ever unmapped. */
+            srv->pages_lost = true;
+            return;
+        }
+        for (size_t i = 0; i < srv->ntail; i++)
+            n[i] = srv->pages[(srv->phead + i) % srv->pcap];
+        free(srv->pages);
+        srv->pages = n;
+        srv->pcap = cap;
+        srv->phead = 0;
+    }
+    srv->pages[(srv->phead + srv->ntail++) % srv->pcap] = *p;
+}
+
+/* Points the bodies of the jobs whose JOB records are now written into the
+ * log's mapping (engine_body_paged frees the copies), then lets the log
+ * unmap dropped segments that no body points into any more. */
+static void page_bodies(struct server *srv)
+{
+    if (!srv->wal)
+        return;
+    uint64_t written = wal_written(srv->wal);
+    while (srv->ntail && srv->pages[srv->phead].seq <= written) {
+        const struct page_out *p = &srv->pages[srv->phead];
+        const char *body = wal_body_at(srv->wal, p->seg, p->off, p->len);
+        engine_body_paged(srv->engine, p->id, p->seg, body);
+        srv->phead = (srv->phead + 1) % srv->pcap;
+        srv->ntail--;
+    }
+    if (!srv->pages_lost)
+        wal_unmap_done(srv->wal, srv->ntail ? srv->pages[srv->phead].seq - 1 : written);
+}
+
 /* The engine's record hook: every durable change goes to the log. */
 static uint32_t on_record(void *ctx, const struct rec *r)
 {
@@ -220,6 +270,10 @@ static uint32_t on_record(void *ctx, const struct rec *r)
                      strerror(wal_failed(srv->wal) ? wal_failed(srv->wal) : ENOMEM));
     else if (r->type != REC_RESERVE)
         srv->reveal_seq = seq;
+    if (seq && r->type == REC_JOB && r->body_len)
+        page_push(srv, &(struct page_out){
+                           .seq = seq, .id = r->id, .seg = seg, .len = (uint32_t)r->body_len,
+                           .off = wal_last_offset(srv->wal) + record_body_offset(r->tube_len)});
     return seg;
 }
 
@@ -272,6 +326,7 @@ static void commit(struct server *srv)
     if (srv->hold_replies && srv->want > srv->asked)
         want = srv->asked = srv->want;
     wal_commit(srv->wal, want);
+    page_bodies(srv); /* fsync=never and MS: written already */
 }
 
 /* Whether commit() has something to do. */
@@ -473,7 +528,8 @@ int server_init(struct server *srv, const struct config *cfg)
     }
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
 
-    struct engine_config ec = {.max_job_size = (uint32_t)cfg->max_job_size};
+    struct engine_config ec = {.max_job_size = (uint32_t)cfg->max_job_size,
+                               .page_bodies = !cfg->memory};
     struct engine_hooks hooks = {.ctx = srv, .deliver = on_deliver, .record = on_record,
                                  .info = on_info};
     srv->engine = engine_new(&ec, &hooks, srv->start_ns);
@@ -562,6 +618,7 @@ static void on_wal(evutil_socket_t fd, short what, void *arg)
                strerror(err));
         reported = true;
     }
+    page_bodies(srv);
     uint64_t synced = wal_synced(srv->wal);
     /* Detach the list first: running a connection can hold new replies. */
     struct conn *c = srv->held;
@@ -586,7 +643,11 @@ static void warn_log(void *ctx, const char *msg)
 static int replay(void *ctx, const struct rec *r)
 {
     struct server *srv = ctx;
-    return engine_apply(srv->engine, r, server_now());
+    int rc = engine_apply(srv->engine, r, server_now());
+    /* The body stays where recovery mapped it, in the log. */
+    if (rc == 0 && r->type == REC_JOB && r->body_len)
+        engine_body_paged(srv->engine, r->id, r->seg, r->body);
+    return rc;
 }
 
 static void note_live(void *ctx, uint32_t seg, size_t bytes)
@@ -687,6 +748,7 @@ void server_destroy(struct server *srv)
     free_event(&srv->wal_ev);
     free_event(&srv->flush_ev);
     wal_close(srv->wal);
+    free(srv->pages);
     srv->wal = NULL;
     if (srv->engine)
         engine_free(srv->engine);

@@ -22,6 +22,7 @@
 
 struct conn;
 struct wal;
+struct page_out;
 
 struct server {
     const struct config *cfg;
@@ -37,6 +38,12 @@ struct server {
     uint64_t reveal_seq;       /* last record appended other than a RESERVE */
     uint64_t want;             /* highest record a held reply waits for */
     uint64_t asked;            /* the last want handed to the log */
+    /* Bodies paged out to the log: JOB records not yet known written, in
+     * order; once written, the job's body is read back from the log's
+     * mapping instead of being kept in memory. See page_bodies(). */
+    struct page_out *pages;
+    size_t phead, ntail, pcap;  /* a ring: entries [phead, phead + ntail) mod pcap */
+    bool pages_lost;           /* out of memory once: old mappings are kept for good */
     struct evconnlistener *listener;
     char *unix_path;           /* socket file to remove at exit; NULL for TCP */
     char listen_desc[160];     /* "127.0.0.1:11300", "[::1]:11300" or "unix:PATH", for the log */

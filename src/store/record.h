@@ -49,6 +49,9 @@ enum rec_status {
     REC_CORRUPT = -2      /* checksum, length or field out of range */
 };
 
+/* Offset of a REC_JOB record's body from the record's first byte. */
+static inline size_t record_body_offset(size_t tube_len) { return REC_HEAD + 70 + tube_len; }
+
 /* Bytes record r takes, or 0 if it cannot be encoded. */
 size_t record_size(const struct rec *r);
 

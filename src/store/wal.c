@@ -39,6 +39,16 @@ struct seg {
     uint64_t bytes;                /* file size, as appended (header included) */
     uint64_t live;                 /* live jobs whose newest snapshot is here */
     uint64_t live_bytes;           /* their snapshot records' bytes */
+    const char *map;               /* read-only mapping of the file, or NULL */
+    size_t maplen;
+};
+
+/* A dropped segment's mapping, unmapped once the server no longer points
+ * into it (wal_unmap_done). */
+struct oldmap {
+    const char *p;
+    size_t len;
+    uint64_t seq;                  /* last record appended when it was dropped */
 };
 
 struct chunk {
@@ -67,6 +77,9 @@ struct wal {
     uint64_t written, migrated, recovered;
     bool compacting;
     bool repaired;                 /* recovery accepted damage under --repair */
+    uint64_t last_off;             /* file offset of the last record appended */
+    struct oldmap *oldmaps;
+    size_t noldmaps, capoldmaps;
 
     /* Shared, under mu. */
     pthread_mutex_t mu;
@@ -85,6 +98,7 @@ struct wal {
     /* Published by the writer. */
     _Atomic uint64_t synced;
     _Atomic uint64_t sync_us;      /* moving average of fdatasync's duration */
+    _Atomic uint64_t written_seq;  /* last record handed to write(2) successfully */
     _Atomic int failed;
     _Atomic bool low_space;        /* free disk space is under the reserve */
     int efd;
@@ -286,6 +300,7 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
             w->dirty = true;
             w->dirty_seq = q[i].last_seq;
             w->unchecked += q[i].data.len;
+            atomic_store(&w->written_seq, q[i].last_seq);
         }
     }
     if (rc < 0) {
@@ -456,6 +471,7 @@ static bool write_inline(struct wal *w)
     w->dirty = true;
     w->dirty_seq = w->appended;
     w->unchecked += w->out.len;
+    atomic_store(&w->written_seq, w->appended);
     atomic_store(&w->synced, w->appended); /* written to the kernel */
     buf_clear(&w->out);
     maybe_check_space(w);
@@ -537,6 +553,7 @@ uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg)
         return 0;
     }
     size_t before = w->out.len;
+    uint64_t off = cur(w)->bytes;
     if (record_encode(&w->out, w->next_seq, r) < 0) {
         fail(w, ENOMEM);
         notify(w);
@@ -560,6 +577,7 @@ uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg)
     }
     w->written++;
     w->appended = w->next_seq++;
+    w->last_off = off;
     if (seg)
         *seg = (uint32_t)c->num;
     return w->appended;
@@ -585,6 +603,18 @@ static int drop_oldest(struct wal *w)
     w->dels[w->ndels++] = w->segs[0].num;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    if (w->segs[0].map) {
+        if (w->noldmaps == w->capoldmaps) {
+            size_t cap = w->capoldmaps ? w->capoldmaps * 2 : 8;
+            struct oldmap *p = realloc(w->oldmaps, cap * sizeof *p);
+            if (!p)
+                return -1; /* the file is queued for deletion; dropped next time */
+            w->oldmaps = p;
+            w->capoldmaps = cap;
+        }
+        w->oldmaps[w->noldmaps++] =
+            (struct oldmap){.p = w->segs[0].map, .len = w->segs[0].maplen, .seq = w->appended};
+    }
     memmove(&w->segs[0], &w->segs[1], (w->nsegs - 1) * sizeof w->segs[0]);
     w->nsegs--;
     return 0;
@@ -790,6 +820,11 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
     if (push_seg(w, num, off) < 0) {
         snprintf(rp->err, rp->errlen, "out of memory");
         rc = -1;
+    } else if (p) {
+        /* Kept: the replayed jobs' bodies may point into it (wal_body_at). */
+        cur(w)->map = (const char *)p;
+        cur(w)->maplen = (size_t)st.st_size;
+        return 0;
     }
 out:
     if (p)
@@ -813,6 +848,12 @@ static void wal_free(struct wal *w)
     free(w->dels);
     buf_destroy(&w->out);
     buf_destroy(&w->spare);
+    for (size_t i = 0; i < w->nsegs; i++)
+        if (w->segs[i].map)
+            munmap((void *)w->segs[i].map, w->segs[i].maplen);
+    for (size_t i = 0; i < w->noldmaps; i++)
+        munmap((void *)w->oldmaps[i].p, w->oldmaps[i].len);
+    free(w->oldmaps);
     free(w->segs);
     free(w->dir);
     pthread_mutex_destroy(&w->mu);
@@ -914,6 +955,49 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx)
     }
     wal_flush(w);
     return 0;
+}
+
+/* ---- reading bodies back ------------------------------------------------ */
+
+uint64_t wal_written(const struct wal *w) { return atomic_load(&w->written_seq); }
+uint64_t wal_last_offset(const struct wal *w) { return w->last_off; }
+
+const char *wal_body_at(struct wal *w, uint32_t seg, uint64_t off, size_t len)
+{
+    struct seg *s = find_seg(w, seg);
+    if (!s)
+        return NULL;
+    if (!s->map) {
+        /* A segment holds at most max(segment size, one record): the first
+         * body asked for bounds it. */
+        uint64_t want = off + len > w->cfg.segment_size ? off + len : w->cfg.segment_size;
+        long page = sysconf(_SC_PAGESIZE);
+        want = (want + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
+        char path[4096];
+        seg_path(w, seg, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return NULL;
+        void *p = mmap(NULL, (size_t)want, PROT_READ, MAP_SHARED, fd, 0);
+        close(fd);
+        if (p == MAP_FAILED)
+            return NULL;
+        s->map = p;
+        s->maplen = (size_t)want;
+    }
+    return off + len <= s->maplen ? s->map + off : NULL;
+}
+
+void wal_unmap_done(struct wal *w, uint64_t seq)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < w->noldmaps; i++) {
+        if (w->oldmaps[i].seq <= seq)
+            munmap((void *)w->oldmaps[i].p, w->oldmaps[i].len);
+        else
+            w->oldmaps[k++] = w->oldmaps[i];
+    }
+    w->noldmaps = k;
 }
 
 /* ---- queries and shutdown ----------------------------------------------- */

@@ -137,6 +137,23 @@ bool wal_has_pending(const struct wal *w);
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out);
 
+/* Reading bodies back from the log, so that memory need not keep them.
+ * - wal_written(): the last record handed to write(2) (the page cache has
+ *   it, synced or not); a record's bytes may be read back only after this.
+ * - wal_last_offset(): file offset of the last record appended, in the
+ *   segment wal_append() named.
+ * - wal_body_at(): a pointer to len bytes at off in segment seg, through a
+ *   read-only mapping of the file, or NULL (no such segment, no mapping).
+ *   Recovery keeps each segment's mapping, so replayed records' bodies stay
+ *   valid too. A dropped segment's mapping lives on until
+ *   wal_unmap_done(seq) is called with seq at or past the last record
+ *   appended when it was dropped: by then every job whose body was in it has
+ *   a newer snapshot written, and the caller has moved its pointers. */
+uint64_t wal_written(const struct wal *w);
+uint64_t wal_last_offset(const struct wal *w);
+const char *wal_body_at(struct wal *w, uint32_t seg, uint64_t off, size_t len);
+void wal_unmap_done(struct wal *w, uint64_t seq);
+
 /* Flushes, syncs, stops the writer and frees everything. Accepts NULL. */
 void wal_close(struct wal *w);
 

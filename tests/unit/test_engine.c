@@ -229,6 +229,41 @@ Test(engine, put_body_is_copied_and_binary_safe)
     cr_assert_eq(memcmp(r.body + 5, "\r\n", 2), 0, "the body is stored with its CRLF");
 }
 
+/* With page_bodies, a body moves to where the caller says the log holds it
+ * (only for the segment of the job's newest JOB record: on_record says 7
+ * here), and comes back into memory on request. */
+Test(engine, a_paged_body_is_read_from_where_the_log_holds_it)
+{
+    engine_free(E);
+    struct engine_config cfg = {.max_job_size = 65535, .page_bodies = true};
+    struct engine_hooks h = {.deliver = on_deliver, .record = on_record, .info = on_info};
+    E = engine_new(&cfg, &h, NOW);
+    cr_assert_not_null(E);
+    struct session *s = sess();
+    uint64_t id = put(s, 0, "in memory");
+    struct reply r = byid(s, OP_PEEK, id);
+    cr_assert_eq(memcmp(r.body, "in memory\r\n", 11), 0);
+
+    static const char log_copy[] = "in memory";
+    char other[] = "elsewhere";
+    cr_assert_eq(engine_body_paged(E, id, 6, other), 0);
+    r = byid(s, OP_PEEK, id);
+    cr_assert_eq(memcmp(r.body, "in memory", 9), 0, "another segment's copy is ignored");
+    cr_assert_eq(engine_body_paged(E, id, 7, log_copy), 0);
+    r = byid(s, OP_PEEK, id);
+    cr_assert_eq(r.body, log_copy, "the body is read where the log holds it");
+    cr_assert_eq(r.body_len, 9);
+    r = op(s, OP_RESERVE);
+    cr_assert_eq(r.body, log_copy);
+
+    cr_assert_eq(engine_body_paged(E, id, 7, NULL), 0);
+    r = byid(s, OP_PEEK, id);
+    cr_assert_neq(r.body, log_copy, "taken back into memory");
+    cr_assert_eq(memcmp(r.body, "in memory\r\n", 11), 0);
+    cr_assert_eq(engine_body_paged(E, 12345, 7, log_copy), 0, "an unknown job is ignored");
+    cr_assert_eq(byid(s, OP_DELETE, id).code, R_DELETED);
+}
+
 Test(engine, empty_body_is_allowed)
 {
     struct session *s = sess();

@@ -115,6 +115,24 @@ Test(record, layout_is_little_endian_and_framed)
     buf_destroy(&b);
 }
 
+Test(record, body_offset_points_at_a_job_records_body)
+{
+    const char body[] = "the body";
+    for (size_t tl = 1; tl <= 200; tl += 99) {
+        char tube[201];
+        memset(tube, 't', tl);
+        struct rec r = {.type = REC_JOB, .id = 9, .tube = tube, .tube_len = tl, .body = body,
+                        .body_len = 8};
+        struct buf b;
+        buf_init(&b);
+        buf_append(&b, "xyz", 3); /* a record that does not start the buffer */
+        record_encode(&b, 1, &r);
+        cr_assert_eq(memcmp(b.data + 3 + record_body_offset(tl), body, 8), 0, "tube length %zu", tl);
+        cr_assert_eq(3 + record_body_offset(tl) + 8, b.len, "the body ends the record");
+        buf_destroy(&b);
+    }
+}
+
 /* Each prefix is refused as truncated; the copy is exact-size so ASan sees any
  * read past the end. */
 Test(record, every_truncation_is_detected)
