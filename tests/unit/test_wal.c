@@ -593,7 +593,7 @@ Test(wal, bodies_are_read_back_from_the_log)
     struct wal *w = open_log(&cfg, &g);
     wal_start(w, NULL, NULL);
     const char *ptrs[40];
-    char bodies[40][32];
+    char bodies[40][48];
     for (int i = 0; i < 40; i++) {
         snprintf(bodies[i], sizeof bodies[i], "body number %d of forty", i);
         struct rec r = job_rec((uint64_t)i + 1, 0);
