@@ -697,14 +697,53 @@ static int write_ok(struct buf *b, const struct reply *r)
     return buf_append(b, "\r\n", 2);
 }
 
-/* Appends "<word> <id> <bytes>\r\n<body>\r\n" (RESERVED, FOUND). Returns 0,
- * or -1 on allocation failure. */
-static int write_job(struct buf *b, const char *word, const struct reply *r)
+/* Writes n in decimal ending just before end; returns where it starts. */
+static char *u64_dec(char *end, uint64_t n)
 {
-    if (buf_appendf(b, "%s %" PRIu64 " %zu\r\n", word, r->id, r->body_len) < 0 ||
-        buf_reserve(b, r->body_len + 2) < 0 || buf_append(b, r->body, r->body_len) < 0)
+    do
+        *--end = (char)('0' + n % 10);
+    while (n /= 10);
+    return end;
+}
+
+/* Appends "<word> <n>\r\n", or with len "<word> <n> <len>\r\n" followed by
+ * body[0..len) and "\r\n" (RESERVED, FOUND). Replies are made per command:
+ * no printf here. Returns 0, or -1 on allocation failure. */
+static int write_word(struct buf *b, const char *word, size_t wlen, uint64_t n, const char *body,
+                      const uint64_t *len)
+{
+    char tmp[48]; /* " " u64 " " u64 "\r\n" */
+    char *end = tmp + sizeof tmp, *p = end;
+    *--p = '\n';
+    *--p = '\r';
+    if (len) {
+        p = u64_dec(p, *len);
+        *--p = ' ';
+    }
+    p = u64_dec(p, n);
+    *--p = ' ';
+    size_t tail = (size_t)(end - p);
+    size_t total = wlen + tail + (len ? *len + 2 : 0);
+    if (buf_reserve(b, total) < 0)
         return -1;
-    return buf_append(b, "\r\n", 2);
+    char *o = b->data + b->len;
+    memcpy(o, word, wlen);
+    memcpy(o + wlen, p, tail);
+    if (len) {
+        if (*len)
+            memcpy(o + wlen + tail, body, *len);
+        memcpy(o + wlen + tail + *len, "\r\n", 2);
+    }
+    b->len += total;
+    return 0;
+}
+
+#define WORD(b, lit, n) write_word(b, lit, sizeof lit - 1, n, NULL, NULL)
+
+static int write_job(struct buf *b, const char *word, size_t wlen, const struct reply *r)
+{
+    uint64_t len = r->body_len;
+    return write_word(b, word, wlen, r->id, r->body, &len);
 }
 
 /* Appends r's bytes to b. Returns 0, or -1 on allocation failure. */
@@ -715,21 +754,21 @@ static int write_reply(struct buf *b, const struct reply *r)
     case R_CLOSE:
         return 0;
     case R_INSERTED:
-        return buf_appendf(b, "INSERTED %" PRIu64 "\r\n", r->id);
+        return WORD(b, "INSERTED", r->id);
     case R_BURIED_ID:
-        return buf_appendf(b, "BURIED %" PRIu64 "\r\n", r->id);
+        return WORD(b, "BURIED", r->id);
     case R_USING:
         if (buf_append(b, "USING ", 6) < 0 || buf_append(b, r->name, r->name_len) < 0)
             return -1;
         return buf_append(b, "\r\n", 2);
     case R_RESERVED:
-        return write_job(b, "RESERVED", r);
+        return write_job(b, "RESERVED", 8, r);
     case R_FOUND:
-        return write_job(b, "FOUND", r);
+        return write_job(b, "FOUND", 5, r);
     case R_WATCHING:
-        return buf_appendf(b, "WATCHING %" PRIu64 "\r\n", r->count);
+        return WORD(b, "WATCHING", r->count);
     case R_KICKED_N:
-        return buf_appendf(b, "KICKED %" PRIu64 "\r\n", r->count);
+        return WORD(b, "KICKED", r->count);
     case R_YAML:
         return write_ok(b, r);
     default:
