@@ -41,6 +41,7 @@ struct rec {
     uint32_t seg;             /* the log segment holding the job's newest JOB record
                                  before this one (0: none); on replay, the segment
                                  this record was read from */
+    uint64_t off;             /* on replay: the record's file offset in segment seg */
     const char *tube;         /* JOB PAUSE: tube name */
     size_t tube_len;
     const char *body;         /* JOB: the body, without its trailing CRLF */

@@ -1721,8 +1721,12 @@ int engine_body_paged(struct engine *e, uint64_t id, uint32_t seg, const char *p
         }
         return 0;
     }
-    if (j->seg != seg)
-        return 0; /* a newer snapshot is on its way */
+    /* Every snapshot holds the same body bytes. Entries come in log order,
+     * so p is newer than where a paged body points now: move there even if a
+     * newer snapshot is on its way, or the older segment may be unmapped
+     * first. An owned copy waits for the newest snapshot. */
+    if (j->seg != seg && j->bodyat != B_PAGED)
+        return 0;
     if (j->bodyat == B_OWNED)
         free((char *)job_body(j));
     job_set_body(j, p, B_PAGED);

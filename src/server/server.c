@@ -248,7 +248,8 @@ static void page_bodies(struct server *srv)
     while (srv->ntail && srv->pages[srv->phead].seq <= written) {
         const struct page_out *p = &srv->pages[srv->phead];
         const char *body = wal_body_at(srv->wal, p->seg, p->off, p->len);
-        engine_body_paged(srv->engine, p->id, p->seg, body);
+        if (engine_body_paged(srv->engine, p->id, p->seg, body) < 0)
+            srv->pages_lost = true; /* it may still point into an older segment */
         srv->phead = (srv->phead + 1) % srv->pcap;
         srv->ntail--;
     }
@@ -644,9 +645,11 @@ static int replay(void *ctx, const struct rec *r)
 {
     struct server *srv = ctx;
     int rc = engine_apply(srv->engine, r, server_now());
-    /* The body stays where recovery mapped it, in the log. */
+    /* The body goes back to the log once the log is open (page_bodies). */
     if (rc == 0 && r->type == REC_JOB && r->body_len)
-        engine_body_paged(srv->engine, r->id, r->seg, r->body);
+        page_push(srv, &(struct page_out){.seq = 0, .id = r->id, .seg = r->seg,
+                                          .len = (uint32_t)r->body_len,
+                                          .off = r->off + record_body_offset(r->tube_len)});
     return rc;
 }
 
@@ -681,6 +684,7 @@ int server_open_log(struct server *srv)
     engine_recovered(srv->engine);
     engine_foreach_seg(srv->engine, note_live, w);
     srv->wal = w;
+    page_bodies(srv); /* the recovered bodies go back to the log */
     int rc = wal_start(w, preamble, srv);
     if (rc < 0) {
         dk_log(DK_LOG_ERROR, "write-ahead log: cannot start its writer: %s", strerror(-rc));

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -410,9 +411,9 @@ static void *writer_main(void *arg)
         while (!writer_has_work(w)) {
             /* Notice freed space even when no record comes; sync within the
              * policy's interval even if nothing new comes. */
-            uint64_t wait_ms = atomic_load(&w->low_space) ? 1000
-                               : w->cfg.fsync > 0 && w->dirty ? (uint64_t)w->cfg.fsync
-                                                              : 0;
+            uint64_t wait_ms = w->cfg.fsync > 0 && w->dirty ? (uint64_t)w->cfg.fsync : 0;
+            if (atomic_load(&w->low_space) && (!wait_ms || wait_ms > 1000))
+                wait_ms = 1000;
             if (!writer_wait(w, wait_ms))
                 break;
         }
@@ -808,6 +809,7 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
             break;
         }
         r.seg = (uint32_t)num;
+        r.off = off;
         if (rp->fn(rp->ctx, &r) < 0) {
             snprintf(rp->err, rp->errlen, "%s at offset %zu: out of memory replaying", path, off);
             rc = -1;
@@ -820,11 +822,6 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
     if (push_seg(w, num, off) < 0) {
         snprintf(rp->err, rp->errlen, "out of memory");
         rc = -1;
-    } else if (p) {
-        /* Kept: the replayed jobs' bodies may point into it (wal_body_at). */
-        cur(w)->map = (const char *)p;
-        cur(w)->maplen = (size_t)st.st_size;
-        return 0;
     }
 out:
     if (p)
@@ -890,6 +887,13 @@ struct wal *wal_open(const struct wal_config *cfg, int (*fn)(void *ctx, const st
     w->dirfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (w->dirfd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", w->dir, strerror(errno));
+        goto fail;
+    }
+    /* One process per log: a second one would truncate what the first is
+     * still writing, and bodies are read back from the files. */
+    if (flock(w->dirfd, LOCK_EX | LOCK_NB) < 0) {
+        snprintf(err, errlen, "%s is in use by another process (flock: %s)", w->dir,
+                 strerror(errno));
         goto fail;
     }
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

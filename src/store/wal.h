@@ -75,7 +75,7 @@ struct wal_stats {
 
 struct wal;
 
-/* Opens (creating) the log directory and replays every record, oldest first,
+/* Opens (creating) and locks (flock) the log directory, and replays every record, oldest first,
  * through fn, with rec.seg set to the segment it came from. A torn or corrupt
  * tail of the last segment is truncated with a warning; corruption anywhere
  * else fails unless cfg->repair. Returns NULL with a message in err on
@@ -144,8 +144,8 @@ void wal_get_stats(const struct wal *w, struct wal_stats *out);
  *   segment wal_append() named.
  * - wal_body_at(): a pointer to len bytes at off in segment seg, through a
  *   read-only mapping of the file, or NULL (no such segment, no mapping).
- *   Recovery keeps each segment's mapping, so replayed records' bodies stay
- *   valid too. A dropped segment's mapping lives on until
+ *   Segments are mapped when first asked for. Replayed records carry their
+ *   file offset (rec.off) for this. A dropped segment's mapping lives on until
  *   wal_unmap_done(seq) is called with seq at or past the last record
  *   appended when it was dropped: by then every job whose body was in it has
  *   a newer snapshot written, and the caller has moved its pointers. */

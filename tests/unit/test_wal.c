@@ -571,21 +571,23 @@ Test(wal, never_policy_writes_on_the_callers_thread)
     wal_close(w);
 }
 
-static const char *SAVED_BODY;
+static uint32_t SAVED_SEG;
+static uint64_t SAVED_OFF;
 static size_t SAVED_LEN;
 
-static int save_body(void *ctx, const struct rec *r)
+static int save_where(void *ctx, const struct rec *r)
 {
     (void)ctx;
     if (r->type == REC_JOB) {
-        SAVED_BODY = r->body;
+        SAVED_SEG = r->seg;
+        SAVED_OFF = r->off + record_body_offset(r->tube_len);
         SAVED_LEN = r->body_len;
     }
     return 0;
 }
 
 /* A written JOB record's body can be read back through the log's mapping,
- * and after a reopen the bodies recovery handed out stay valid. */
+ * and after a reopen from where replay said the record is. */
 Test(wal, bodies_are_read_back_from_the_log)
 {
     struct got g = {0};
@@ -616,10 +618,12 @@ Test(wal, bodies_are_read_back_from_the_log)
     wal_close(w);
 
     char err[256];
-    w = wal_open(&cfg, save_body, NULL, err, sizeof err);
+    w = wal_open(&cfg, save_where, NULL, err, sizeof err);
     cr_assert_not_null(w, "%s", err);
     cr_assert_eq(SAVED_LEN, strlen(bodies[39]));
-    cr_assert_eq(memcmp(SAVED_BODY, bodies[39], SAVED_LEN), 0, "the replayed body is still mapped");
+    const char *p = wal_body_at(w, SAVED_SEG, SAVED_OFF, SAVED_LEN);
+    cr_assert_not_null(p);
+    cr_assert_eq(memcmp(p, bodies[39], SAVED_LEN), 0, "the replayed record's body is there");
     wal_close(w);
 }
 
@@ -914,4 +918,46 @@ Test(wal, low_disk_space_is_reported_and_clears_by_itself)
     cr_assert_not(wal_low_space(w));
     cr_assert(strstr(WARN, "space is back"), "%s", WARN);
     wal_close(w);
+}
+
+/* Under --fsync MS the writer syncs within MS even while the disk is low on
+ * space (its low-space wait is 1 s). */
+static const struct wal_io space_count_io = {.write = write, .fdatasync = fake_fdatasync,
+                                             .free_bytes = fake_free};
+
+/* One process per log directory. */
+Test(wal, a_second_open_of_the_same_directory_is_refused)
+{
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(0);
+    struct wal *w = open_log(&cfg, &g);
+    char err[512] = "";
+    struct got g2 = {0};
+    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    cr_assert(strstr(err, "in use by another process"), "%s", err);
+    wal_close(w);
+    w = open_log(&cfg, &g2);
+    wal_close(w);
+}
+
+Test(wal, interval_sync_still_happens_within_ms_while_space_is_low)
+{
+    reset_faults();
+    struct got g = {0};
+    struct wal_config cfg = cfg_of(4096);
+    cfg.io = &space_count_io;
+    cfg.fsync = 50;
+    FREE_BYTES = 8191; /* low */
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    uint64_t last = append_jobs(w, 1, 1, 10);
+    for (int i = 0; i < 1000 && wal_written(w) < last; i++)
+        usleep(1000);
+    usleep(100000); /* let the first batch settle (header sync etc.) */
+    last = append_jobs(w, 2, 1, 10); /* written inline, dirty */
+    int s0 = SYNCS;
+    usleep(300000); /* six intervals */
+    cr_assert_gt(SYNCS, s0, "no fdatasync within 300 ms under --fsync 50 while space is low");
+    wal_close(w);
+    FREE_BYTES = 1 << 30;
 }
