@@ -9,7 +9,10 @@
 #
 # The mem workload is different: it puts BENCH_MEM_JOBS 100-byte jobs
 # (pipelined, nothing reserved) and reports the growth of the server's VmRSS
-# (/proc/PID/status) per job, read before the puts and after them.
+# (/proc/PID/status) per job, read before the puts and after them. The scale
+# workload first fills the server with BENCH_SCALE_JOBS jobs delayed by an
+# hour, spread over 10,000 tubes (docket-bench --fill), then runs rtt: next to
+# the rtt row it shows what a big backlog and many tubes cost each command.
 #
 # Output: the tables on stdout and in $BENCH_OUT/table.md; every result line in
 # $BENCH_OUT/results.txt. Exit status 1 if a run failed its exactly-once check,
@@ -21,6 +24,7 @@
 #   BENCH_SECONDS    length of each timed phase (default 3)
 #   BENCH_RATE       jobs/s of the fixed-rate run (default 1000)
 #   BENCH_MEM_JOBS   jobs queued by the mem workload (default 1000000)
+#   BENCH_SCALE_JOBS delayed jobs the scale workload fills in (default 1000000)
 #   BENCH_SERVERS    run only these servers (names below, space-separated)
 #   BENCH_CASES      run only these workloads (names below, space-separated)
 #   BENCH_OUT        output directory (default build/bench-results)
@@ -37,15 +41,17 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
     DUR=${BENCH_SECONDS:-0.5}
     RATE_DUR=1
     MEM_JOBS=${BENCH_MEM_JOBS:-100000}
+    SCALE_JOBS=${BENCH_SCALE_JOBS:-100000}
 else
     DUR=${BENCH_SECONDS:-3}
     RATE_DUR=5
     MEM_JOBS=${BENCH_MEM_JOBS:-1000000}
+    SCALE_JOBS=${BENCH_SCALE_JOBS:-1000000}
 fi
 RATE=${BENCH_RATE:-1000}
 BASE=beanstalkd-mem
 ALL_SERVERS="docketd-always docketd-50ms docketd-never docketd-memory beanstalkd-mem beanstalkd-f0 beanstalkd-f1000 redis-none redis-always redis-everysec"
-ALL_CASES="put put16 mixed mixed16 big rtt rate mem"
+ALL_CASES="put put16 mixed mixed16 big rtt scale rate mem"
 SERVERS=${BENCH_SERVERS:-$ALL_SERVERS}
 CASES=${BENCH_CASES:-$ALL_CASES}
 RUN_TIMEOUT=300 # s, for one docket-bench run
@@ -106,6 +112,7 @@ case_args() {
     mixed16) echo "-w mixed -P 2 -C 4 -D 16 -d $DUR" ;;
     big) echo "-w mixed -P 2 -C 4 -s 16384 -d $DUR" ;;
     rtt) echo "-w rtt -d $DUR" ;;
+    scale) echo "-w rtt -d $DUR" ;; # after --fill: see below
     rate) echo "-w rate -P 2 -C 4 -R $RATE -d $RATE_DUR" ;;
     mem) echo "-w put -P 4 -C 0 -D 64 -s 100 -n $MEM_JOBS" ;;
     *) return 1 ;;
@@ -118,6 +125,7 @@ case_args() {
 skip() {
     case $1/$2 in
     mem/beanstalkd-f0) return 0 ;;
+    scale/beanstalkd-f0 | scale/redis-*) return 0 ;;
     *) return 1 ;;
     esac
 }
@@ -221,6 +229,11 @@ for c in $CASES; do
             continue
         fi
         [ "$c" = mem ] && rss0=$(rss_kb "$SPID")
+        if [ "$c" = scale ] && ! timeout "$RUN_TIMEOUT" "$BENCH" -p "$SPORT" --fill 10000 \
+            -n "$SCALE_JOBS" -s 100 >"$SDIR/fill" 2>&1; then
+            echo "server=$s case=$c error fill-failed $(tr '\n' ' ' <"$SDIR/fill" | cut -c1-200)" >>"$RES"
+            failed=1
+        fi
         # shellcheck disable=SC2086 # $args and $proto are word lists
         timeout "$RUN_TIMEOUT" "$BENCH" $proto -p "$SPORT" $args -t "bench-$c" \
             >"$SDIR/out" 2>"$SDIR/err"
@@ -284,7 +297,7 @@ done
     echo "Columns (PORT and DIR are fresh for every run):"
     echo
     echo "$legend"
-    awk -v servers="$SERVERS" -v base="$BASE" -v rate="$RATE" -f bench/table.awk "$RES"
+    awk -v servers="$SERVERS" -v base="$BASE" -v rate="$RATE" -v scale="$SCALE_JOBS" -f bench/table.awk "$RES"
 } >"$OUT/table.md"
 cat "$OUT/table.md"
 echo

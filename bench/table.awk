@@ -8,6 +8,7 @@
 # servers  the server names in column order, space-separated
 # base     the server the ratios compare with
 # rate     the fixed rate, for the row label
+# scale    the scale workload's delayed jobs, for its row label
 #
 # Prints three tables: throughput with ratios to base, latency p50 / p99 and
 # latency p99.9 / max; then memory per queued job; then any failed checks.
@@ -123,6 +124,7 @@ BEGIN {
     keys[++nr] = "mixed16/mixed";  labels[nr] = "mixed, 16 pipelined"
     keys[++nr] = "big/mixed";      labels[nr] = "mixed, 16 KiB bodies"
     keys[++nr] = "rtt/rtt";        labels[nr] = "rtt: put, reserve, delete on 1 connection"
+    keys[++nr] = "scale/rtt";      labels[nr] = "rtt beside " (scale >= 1000000 ? sprintf("%gM", scale / 1000000) : sprintf("%gk", scale / 1000)) " delayed jobs in 10k tubes"
     keys[++nr] = "rate/rate";      labels[nr] = "fixed rate " rate "/s, enqueue to dequeue"
     keys[++nr] = "rate/rate-put";  labels[nr] = "fixed rate " rate "/s, put acknowledged"
     for (i = 1; i <= nr; i++) {

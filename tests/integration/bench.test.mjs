@@ -112,6 +112,20 @@ for (const [name, args] of [['--memory', ['--memory']], ['--fsync=always', ['--f
             assert.equal(r.code, 2, 'a mixed run needs consumers');
         });
 
+        it('--fill spreads delayed jobs over many tubes (the scale workload)', T, async (t) => {
+            const { code, stdout, stderr } = await bench(['-p', String(srv.port), '--fill', '30',
+                '-n', '900', '-s', '100']);
+            assert.equal(code, 0, stderr);
+            assert.deepEqual(parse(stdout).results.fill, { phase: 'fill', tubes: 30, jobs: 900 });
+            const c = await connect(t, srv);
+            for (const tube of ['fill-0', 'fill-29']) {
+                const y = await c.yaml(`stats-tube ${tube}`);
+                assert.equal(y.get('current-jobs-delayed'), '30', tube);
+                assert.equal(y.get('current-jobs-ready'), '0', tube);
+            }
+            assert.equal((await bench(['-p', String(srv.port), '--fill', '3'])).code, 2, '--fill needs -n');
+        });
+
         it('a job in the tube that docket-bench did not put fails the check (exit 1)', T, async (t) => {
             const c = await connect(t, srv);
             await c.send('use bench-foreign\r\n');
