@@ -823,10 +823,11 @@ static int run_rtt(struct run *r)
 }
 
 /* Prints a TCP port that was free on 127.0.0.1 a moment ago. */
-/* --fill TUBES: puts o->jobs jobs delayed by an hour, round-robin over TUBES
- * tubes "fill-0".., on one connection, 256 commands per batch; used to show
- * that put, reserve and timers stay cheap with many tubes and delayed jobs.
- * Returns the exit status. */
+/* --fill TUBES: puts o->jobs jobs delayed by an hour, spread evenly over
+ * TUBES tubes "fill-0".. (one `use` per tube, its jobs after it), on one
+ * connection, 256 commands per batch; used to show that put, reserve and
+ * timers stay cheap with many tubes and delayed jobs. Returns the exit
+ * status. */
 static int fill(const struct opts *o, long tubes)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
@@ -838,17 +839,23 @@ static int fill(const struct opts *o, long tubes)
         return 1;
     }
     enum { BATCH = 256 };
-    size_t cap = BATCH * (64 + o->size), len;
+    size_t cap = BATCH * (96 + o->size), len;
     char *out = malloc(cap), in[65536];
     if (!out)
         return 1;
     uint64_t done = 0;
+    long cur = -1;
     while (done < o->jobs) {
-        uint64_t n = o->jobs - done < BATCH ? o->jobs - done : BATCH;
+        uint64_t n = o->jobs - done < BATCH ? o->jobs - done : BATCH, replies = n;
         len = 0;
         for (uint64_t i = 0; i < n; i++) {
-            len += (size_t)snprintf(out + len, cap - len, "use fill-%ld\r\nput 0 3600 60 %zu\r\n",
-                                    (long)((done + i) % (uint64_t)tubes), o->size);
+            long t = (long)((done + i) * (uint64_t)tubes / o->jobs);
+            if (t != cur) {
+                len += (size_t)snprintf(out + len, cap - len, "use fill-%ld\r\n", t);
+                cur = t;
+                replies++;
+            }
+            len += (size_t)snprintf(out + len, cap - len, "put 0 3600 60 %zu\r\n", o->size);
             memset(out + len, 'f', o->size);
             len += o->size;
             memcpy(out + len, "\r\n", 2);
@@ -864,7 +871,7 @@ static int fill(const struct opts *o, long tubes)
         }
         uint64_t lines = 0;
         size_t have = 0;
-        while (lines < 2 * n) {
+        while (lines < replies) {
             ssize_t k = read(fd, in + have, sizeof in - have);
             if (k <= 0) {
                 fprintf(stderr, "docket-bench: fill: read: %s\n", k ? strerror(errno) : "closed");
