@@ -48,7 +48,8 @@ function row(label, key, what,    i, s, k, b, cell, line) {
             cell = bad[s SUBSEP caseof[key]] ? "error" : "-"
         } else if (what == "tput") {
             cell = rate_fmt(val[k, "jobs_per_s"])
-            b = val[base, key, "jobs_per_s"]
+            # (a plain val[base, ...] would create the entry: a skipped base cell would print 0)
+            b = ((base SUBSEP key SUBSEP "jobs_per_s") in val) ? val[base, key, "jobs_per_s"] : 0
             if (s != base && b > 0)
                 cell = cell sprintf(" (%.2fx)", val[k, "jobs_per_s"] / b)
         } else if (what == "lat") {
