@@ -7,10 +7,15 @@
  *   <dir>/NNNNNNNNNNNNNNNNNNNN.wal   segment number, 20 decimal digits
  *
  * Threads: every function here is for the server's thread except the writer,
- * which is private. The server appends records as the engine emits them,
- * calls wal_flush() once per loop turn to hand the batch to the writer, and
- * learns through wal_event_fd() when wal_synced() has moved: one fdatasync
- * covers every record of a batch, so many puts share one sync.
+ * which is private. The server appends records as the engine emits them and
+ * calls wal_commit() once per loop turn. Under fsync=always that hands the
+ * batch to the writer, and the server learns through wal_event_fd() when
+ * wal_synced() has moved: one fdatasync covers every record of a batch, so
+ * many puts share one sync. Under never and MS the server's thread writes the
+ * batch itself while the writer sleeps (both under the mutex, so the two
+ * never write at once); the writer syncs on the policy's clock and starts
+ * segments. Mappings for reading bodies back (wal_body_at) are the server
+ * thread's only.
  *
  * Invariants:
  * - Record sequence numbers grow by exactly 1 across the whole log; recovery
