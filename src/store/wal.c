@@ -98,7 +98,6 @@ struct wal {
 
     /* Published by the writer. */
     _Atomic uint64_t synced;
-    _Atomic uint64_t sync_us;      /* moving average of fdatasync's duration */
     _Atomic uint64_t written_seq;  /* last record handed to write(2) successfully */
     _Atomic int failed;
     _Atomic bool low_space;        /* free disk space is under the reserve */
@@ -127,14 +126,12 @@ static const struct wal_io real_io = {.write = write, .fdatasync = fdatasync,
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t mono_us(void)
+static uint64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
-
-static uint64_t mono_ms(void) { return mono_us() / 1000; }
 
 static void seg_path(const struct wal *w, uint64_t num, char *out, size_t n)
 {
@@ -316,14 +313,11 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
                 ((pol == WAL_FSYNC_ALWAYS && want > atomic_load(&w->synced)) || ndels > 0 ||
                  final || (pol > 0 && now - w->last_sync_ms >= (uint64_t)pol));
     if (sync) {
-        uint64_t t0 = mono_us();
         rc = sync_fd(w, w->fd);
         if (rc < 0) {
             fail(w, -rc);
             return;
         }
-        uint64_t took = mono_us() - t0, avg = atomic_load(&w->sync_us);
-        atomic_store(&w->sync_us, avg ? (avg * 7 + took) / 8 : took);
         w->dirty = false;
         w->last_sync_ms = now;
     }
@@ -527,7 +521,6 @@ void wal_flush(struct wal *w)
         wal_commit(w, w->appended);
 }
 
-uint64_t wal_sync_us(const struct wal *w) { return atomic_load(&w->sync_us); }
 
 /* Starts segment number cur+1 and asks for its preamble. */
 static int rotate(struct wal *w)

@@ -107,8 +107,6 @@ uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg);
 void wal_commit(struct wal *w, uint64_t want);
 /* wal_commit(w, wal_appended(w)): everything appended so far. */
 void wal_flush(struct wal *w);
-/* Moving average of fdatasync's duration in microseconds (0: none yet). */
-uint64_t wal_sync_us(const struct wal *w);
 
 /* The highest sequence number known durable (under fsync=always), or written
  * to the kernel (other policies). */
