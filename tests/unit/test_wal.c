@@ -439,6 +439,20 @@ static void reset_faults(void)
     FAIL_ERRNO = EIO;
 }
 
+/* A started log on fake_io (faults reset, syscalls counted) under policy
+ * fsync; *cfg is filled for reopening. */
+static struct wal *start_counted(struct wal_config *cfg, int64_t fsync)
+{
+    reset_faults();
+    struct got g = {0};
+    *cfg = cfg_of(0);
+    cfg->io = &fake_io;
+    cfg->fsync = fsync;
+    struct wal *w = open_log(cfg, &g);
+    wal_start(w, NULL, NULL);
+    return w;
+}
+
 /* Fails the Nth write (whole or short, EIO or ENOSPC) or the Nth fsync; after
  * each failure nothing past the last successful sync is reported synced, the
  * log stays failed, and a reopen replays a prefix that covers all of it. */
@@ -489,12 +503,8 @@ Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
 
 Test(wal, one_fdatasync_covers_a_whole_batch)
 {
-    reset_faults();
-    struct got g = {0};
-    struct wal_config cfg = cfg_of(0);
-    cfg.io = &fake_io;
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_ALWAYS);
     wait_synced(w, 0);
     usleep(20000);
     int before = SYNCS;
@@ -509,12 +519,8 @@ Test(wal, one_fdatasync_covers_a_whole_batch)
  * of their own; asking for them (wal_commit with want) syncs them. */
 Test(wal, a_batch_nobody_waits_for_is_written_but_not_synced)
 {
-    reset_faults();
-    struct got g = {0};
-    struct wal_config cfg = cfg_of(0);
-    cfg.io = &fake_io;
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_ALWAYS);
     struct rec r = job_rec(1, 50);
     uint64_t first = wal_append(w, &r, NULL);
     wal_flush(w);
@@ -541,13 +547,8 @@ Test(wal, a_batch_nobody_waits_for_is_written_but_not_synced)
  * write there is as sticky as in the writer. */
 Test(wal, never_policy_writes_on_the_callers_thread)
 {
-    reset_faults();
-    struct got g = {0};
-    struct wal_config cfg = cfg_of(0);
-    cfg.io = &fake_io;
-    cfg.fsync = WAL_FSYNC_NEVER;
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_NEVER);
     wait_synced(w, append_jobs(w, 1000, 1, 30)); /* the writer opens the segment */
     usleep(20000);                               /* and goes to sleep */
     int syncs = SYNCS;                           /* creating it synced the header */
@@ -629,13 +630,8 @@ Test(wal, bodies_are_read_back_from_the_log)
 
 Test(wal, fsync_interval_policy_syncs_without_new_records)
 {
-    reset_faults();
-    struct got g = {0};
-    struct wal_config cfg = cfg_of(0);
-    cfg.io = &fake_io;
-    cfg.fsync = 20;
-    struct wal *w = open_log(&cfg, &g);
-    wal_start(w, NULL, NULL);
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, 20);
     append_jobs(w, 1, 10, 50);
     for (int i = 0; i < 200 && SYNCS == 0; i++)
         usleep(5000);
