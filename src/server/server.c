@@ -237,6 +237,17 @@ static void page_push(struct server *srv, const struct page_out *p)
     srv->pages[(srv->phead + srv->ntail++) % srv->pcap] = *p;
 }
 
+/* Queues job record r (sequence number seq; its first byte at rec_off in
+ * segment seg) to have its body read back from the log once written. */
+static void page_record(struct server *srv, uint64_t seq, const struct rec *r, uint32_t seg,
+                        uint64_t rec_off)
+{
+    if (r->type == REC_JOB && r->body_len)
+        page_push(srv, &(struct page_out){.seq = seq, .id = r->id, .seg = seg,
+                                          .len = (uint32_t)r->body_len,
+                                          .off = rec_off + record_body_offset(r->tube_len)});
+}
+
 /* Points the bodies of the jobs whose JOB records are now written into the
  * log's mapping (engine_body_paged frees the copies), then lets the log
  * unmap dropped segments that no body points into any more. */
@@ -271,10 +282,8 @@ static uint32_t on_record(void *ctx, const struct rec *r)
                      strerror(wal_failed(srv->wal) ? wal_failed(srv->wal) : ENOMEM));
     else if (r->type != REC_RESERVE)
         srv->reveal_seq = seq;
-    if (seq && r->type == REC_JOB && r->body_len)
-        page_push(srv, &(struct page_out){
-                           .seq = seq, .id = r->id, .seg = seg, .len = (uint32_t)r->body_len,
-                           .off = wal_last_offset(srv->wal) + record_body_offset(r->tube_len)});
+    if (seq)
+        page_record(srv, seq, r, seg, wal_last_offset(srv->wal));
     return seg;
 }
 
@@ -646,10 +655,8 @@ static int replay(void *ctx, const struct rec *r)
     struct server *srv = ctx;
     int rc = engine_apply(srv->engine, r, server_now());
     /* The body goes back to the log once the log is open (page_bodies). */
-    if (rc == 0 && r->type == REC_JOB && r->body_len)
-        page_push(srv, &(struct page_out){.seq = 0, .id = r->id, .seg = r->seg,
-                                          .len = (uint32_t)r->body_len,
-                                          .off = r->off + record_body_offset(r->tube_len)});
+    if (rc == 0)
+        page_record(srv, 0, r, r->seg, r->off);
     return rc;
 }
 
