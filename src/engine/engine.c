@@ -488,6 +488,17 @@ static bool tube_paused(const struct tube *t, uint64_t now)
 
 /* ---- jobs --------------------------------------------------------------- */
 
+/* A malloc'd copy of body[0..n) and a CRLF, or NULL if out of memory. */
+static char *body_copy(const char *body, size_t n)
+{
+    char *copy = malloc(n + 2);
+    if (copy) {
+        memcpy(copy, body, n);
+        memcpy(copy + n, "\r\n", 2);
+    }
+    return copy;
+}
+
 /* A job holding a copy of body[0..n) and a CRLF, with its other fields
  * uninitialised but bodyat. When bodies are paged, the copy is a separate
  * allocation that engine_body_paged() frees, so the job itself is already
@@ -496,14 +507,12 @@ static struct job *job_alloc(const struct engine *e, const char *body, size_t n)
 {
     struct job *j;
     if (e->cfg.page_bodies && n > 0) {
-        char *copy = malloc(n + 2);
+        char *copy = body_copy(body, n);
         j = copy ? malloc(JOB_HEAD + sizeof copy) : NULL;
         if (!j) {
             free(copy);
             return NULL;
         }
-        memcpy(copy, body, n);
-        memcpy(copy + n, "\r\n", 2);
         job_set_body(j, copy, B_OWNED);
         return j;
     }
@@ -1712,11 +1721,9 @@ int engine_body_paged(struct engine *e, uint64_t id, uint32_t seg, const char *p
     if (!p) {
         /* Keep the body in memory after all. */
         if (j->bodyat == B_PAGED) {
-            char *copy = malloc((size_t)j->body_len + 2);
+            char *copy = body_copy(job_body(j), j->body_len);
             if (!copy)
                 return -1;
-            memcpy(copy, job_body(j), j->body_len);
-            memcpy(copy + j->body_len, "\r\n", 2);
             job_set_body(j, copy, B_OWNED);
         }
         return 0;
