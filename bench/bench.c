@@ -36,7 +36,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -830,14 +829,14 @@ static int run_rtt(struct run *r)
  * status. */
 static int fill(const struct opts *o, long tubes)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || inet_pton(AF_INET, o->host, &a.sin_addr) != 1 ||
-        connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    struct wire w; /* only its connection: a delayed put is not a wire_put() */
+    int rc = wire_connect(&w, o->host, o->port, WIRE_BEANSTALK);
+    if (rc < 0) {
         fprintf(stderr, "docket-bench: fill: connect %s:%d: %s\n", o->host, o->port,
-                strerror(errno));
+                strerror(-rc));
         return 1;
     }
+    int fd = w.fd;
     enum { BATCH = 256 };
     size_t cap = BATCH * (96 + o->size), len;
     char *out = malloc(cap), in[65536];
@@ -895,7 +894,7 @@ static int fill(const struct opts *o, long tubes)
     }
     printf("result phase=fill tubes=%ld jobs=%" PRIu64 "\n", tubes, done);
     free(out);
-    close(fd);
+    wire_close(&w);
     return 0;
 }
 
