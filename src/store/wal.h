@@ -6,6 +6,11 @@
  *
  *   <dir>/NNNNNNNNNNNNNNNNNNNN.wal   segment number, 20 decimal digits
  *
+ * The segment being written is filled with zeros ahead of its records (to
+ * the next 1 MiB boundary, at most its size), so an fdatasync flushes data
+ * only, not a new file size; finished segments are cut back to their last
+ * record. Recovery reads "only zeros from here to the end" as a segment's end.
+ *
  * Threads: every function here is for the server's thread except the writer,
  * which is private. The server appends records as the engine emits them and
  * calls wal_commit() once per loop turn. Under fsync=always that hands the
@@ -27,8 +32,9 @@
  *   newest snapshot lies in it. Compaction re-snapshots those jobs forward.
  * - wal_synced() never runs ahead of fdatasync(); a failed write or fsync is
  *   sticky (wal_failed()), and nothing after it is ever reported synced.
- * - Segments are fdatasync'd before the next one is started, and the
- *   directory is fsync'd after a segment is created or removed.
+ * - Segments are cut to their last record and fdatasync'd before the next
+ *   one is started, and the directory is fsync'd after a segment is created
+ *   or removed.
  * - Below two segments of free disk space the log reports wal_low_space(),
  *   keeping that space for deletes and compaction; a real ENOSPC is still a
  *   sticky failure.
@@ -51,6 +57,8 @@
 struct wal_io {
     ssize_t (*write)(int fd, const void *p, size_t n);
     int (*fdatasync)(int fd);
+    /* Writes the zeros ahead of the records; NULL: pwrite. */
+    ssize_t (*pwrite)(int fd, const void *p, size_t n, off_t off);
     /* Bytes free for us on the file system of dirfd; NULL: fstatvfs. */
     uint64_t (*free_bytes)(int dirfd);
 };

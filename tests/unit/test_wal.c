@@ -176,6 +176,49 @@ static void poke_file(const char *name, off_t off, unsigned char x)
     close(fd);
 }
 
+/* Overwrites bytes [from, to) of a file with zeros. */
+static void zero_range(const char *name, off_t from, off_t to)
+{
+    char path[600];
+    static const char z[4096];
+    snprintf(path, sizeof path, "%s/%s", DIRNAME, name);
+    int fd = open(path, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    for (off_t o = from; o < to; o += (off_t)sizeof z) {
+        size_t k = to - o < (off_t)sizeof z ? (size_t)(to - o) : sizeof z;
+        cr_assert_eq(pwrite(fd, z, k, o), (ssize_t)k);
+    }
+    close(fd);
+}
+
+/* A child appends njobs jobs, waits until they are synced and dies without
+ * closing the log, as a crash would leave it. */
+static void crash_after(const struct wal_config *cfg, int njobs, size_t body_len)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char err[256];
+        struct got g = {0};
+        struct wal *w = wal_open(cfg, collect, &g, err, sizeof err);
+        if (!w)
+            _exit(3);
+        wal_start(w, NULL, NULL);
+        uint64_t last = 0;
+        for (int i = 0; i < njobs; i++) {
+            struct rec r = job_rec(g.n + 1 + (uint64_t)i, body_len);
+            last = wal_append(w, &r, NULL);
+        }
+        wal_flush(w);
+        for (int i = 0; i < 5000 && wal_synced(w) < last; i++)
+            usleep(1000);
+        _exit(wal_synced(w) >= last ? 0 : 4);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
 /* ---- tests -------------------------------------------------------------- */
 
 Test(wal, records_come_back_in_order_after_reopen)
@@ -332,6 +375,99 @@ Test(wal, zeroed_tail_is_truncated)
     wal_close(w);
 }
 
+/* The segment being written is zero-filled ahead of its records (to a 1 MiB
+ * boundary, at most its size), so an fdatasync does not have to change the
+ * file's size. After a crash the zeros are the end of the log: everything
+ * comes back, without a warning, and the zeros are cut off. */
+Test(wal, zeros_written_ahead_end_the_log_after_a_crash)
+{
+    struct wal_config cfg = cfg_of(0);
+    crash_after(&cfg, 5, 40);
+    char names[4][64];
+    cr_assert_eq(segment_files(names, 4), 1);
+    size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 40});
+    cr_assert_eq(file_size(names[0]), 1 << 20, "zeros written ahead to 1 MiB");
+    struct got g = {0};
+    struct wal *w = open_log(&cfg, &g);
+    cr_assert_eq(g.n, 5);
+    cr_assert_eq(WARN[0], 0, "no warning: %s", WARN);
+    cr_assert_not(wal_repaired(w));
+    cr_assert_eq(file_size(names[0]), REC_HEADER_SIZE + (off_t)(5 * rec));
+    wal_close(w);
+
+    /* A small segment is zero-filled to its own size, rounded to a page. */
+    tmpdir_teardown();
+    tmpdir_setup();
+    cfg = cfg_of(5000);
+    crash_after(&cfg, 2, 40);
+    cr_assert_eq(segment_files(names, 4), 1);
+    cr_assert_eq(file_size(names[0]), 8192);
+}
+
+/* Bytes other than zeros after the last whole record are a torn write: the
+ * log is cut at that record, with a warning, as without zeros ahead. */
+Test(wal, a_torn_write_into_the_zeros_is_truncated_with_a_warning)
+{
+    struct wal_config cfg = cfg_of(0);
+    size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 40});
+    for (int where = 0; where < 3; where++) {
+        tmpdir_teardown();
+        tmpdir_setup();
+        crash_after(&cfg, 5, 40);
+        char names[4][64];
+        segment_files(names, 4);
+        off_t end = REC_HEADER_SIZE + (off_t)(5 * rec);
+        if (where == 0) /* the last record's second half never made it */
+            zero_range(names[0], end - (off_t)rec / 2, end);
+        else if (where == 1) /* a page of a later write made it, its start did not */
+            poke_file(names[0], end + 5000, 0x5a);
+        else /* the last record's first byte is wrong */
+            poke_file(names[0], end - (off_t)rec, 0x01);
+        struct got g = {0};
+        WARN[0] = 0;
+        struct wal *w = open_log(&cfg, &g);
+        size_t whole = where == 1 ? 5 : 4;
+        cr_assert_eq(g.n, whole, "case %d", where);
+        cr_assert(strstr(WARN, names[0]) && strstr(WARN, "offset"), "case %d: %s", where, WARN);
+        cr_assert_eq(file_size(names[0]), REC_HEADER_SIZE + (off_t)(whole * rec), "case %d",
+                     where);
+        wal_close(w);
+    }
+}
+
+/* A segment that is finished ends with its last record: the zeros ahead are
+ * cut off before the next segment starts, and when the log closes. */
+Test(wal, finished_segments_end_with_their_last_record)
+{
+    struct wal_config cfg = cfg_of(64 * 1024);
+    struct got g = {0};
+    struct wal *w = open_log(&cfg, &g);
+    wal_start(w, NULL, NULL);
+    size_t rec = record_size(&(struct rec){.type = REC_JOB, .tube_len = 7, .body_len = 1000});
+    uint64_t last = 0;
+    for (int b = 0; b < 20; b++) {
+        last = append_jobs(w, (uint64_t)b * 10 + 1, 10, 1000);
+        wait_synced(w, last);
+    }
+    char names[16][64];
+    int n = segment_files(names, 16);
+    cr_assert_geq(n, 3);
+    for (int i = 0; i < n - 1; i++) {
+        off_t size = file_size(names[i]);
+        cr_assert_eq((size - REC_HEADER_SIZE) % (off_t)rec, 0, "%s: %lld bytes", names[i],
+                     (long long)size);
+    }
+    cr_assert_eq(file_size(names[n - 1]), 64 * 1024, "the newest is written ahead");
+    wal_close(w);
+    off_t size = file_size(names[n - 1]);
+    cr_assert_eq((size - REC_HEADER_SIZE) % (off_t)rec, 0, "closed: %lld", (long long)size);
+    struct got g2 = {0};
+    w = open_log(&cfg, &g2);
+    cr_assert_eq(g2.n, 200);
+    cr_assert_eq(WARN[0], 0, "%s", WARN);
+    wal_close(w);
+}
+
 Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
 {
     struct wal_config cfg = cfg_of(1024);
@@ -431,11 +567,24 @@ static int fake_fdatasync(int fd)
     return fdatasync(fd);
 }
 
-static const struct wal_io fake_io = {.write = fake_write, .fdatasync = fake_fdatasync};
+static atomic_int PWRITES, FAIL_PWRITE_AT;
+
+static ssize_t fake_pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    if (++PWRITES == FAIL_PWRITE_AT) {
+        errno = FAIL_ERRNO;
+        return -1;
+    }
+    return pwrite(fd, p, n, off);
+}
+
+static const struct wal_io fake_io = {.write = fake_write, .fdatasync = fake_fdatasync,
+                                      .pwrite = fake_pwrite};
 
 static void reset_faults(void)
 {
     WRITES = SYNCS = FAIL_WRITE_AT = FAIL_SYNC_AT = SHORT_WRITE = 0;
+    PWRITES = FAIL_PWRITE_AT = 0;
     FAIL_ERRNO = EIO;
 }
 
@@ -453,13 +602,14 @@ static struct wal *start_counted(struct wal_config *cfg, int64_t fsync)
     return w;
 }
 
-/* Fails the Nth write (whole or short, EIO or ENOSPC) or the Nth fsync; after
- * each failure nothing past the last successful sync is reported synced, the
- * log stays failed, and a reopen replays a prefix that covers all of it. */
+/* Fails the Nth write (whole or short, EIO or ENOSPC), the Nth fsync or the
+ * Nth write of zeros ahead; after each failure nothing past the last
+ * successful sync is reported synced, the log stays failed, and a reopen
+ * replays a prefix that covers all of it. */
 Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
 {
     const int errs[] = {EIO, ENOSPC};
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         for (int e = 0; e < 2; e++) {
             for (int nth = 1; nth <= 6; nth++) {
                 tmpdir_teardown();
@@ -468,9 +618,11 @@ Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
                 FAIL_ERRNO = errs[e];
                 if (mode == 2)
                     FAIL_SYNC_AT = nth;
+                else if (mode == 3)
+                    FAIL_PWRITE_AT = nth;
                 else
                     FAIL_WRITE_AT = nth;
-                if (mode != 2)
+                if (mode < 2)
                     SHORT_WRITE = mode == 1;
                 struct got g = {0};
                 struct wal_config cfg = cfg_of(2048);
@@ -763,7 +915,9 @@ Test(wal, churn_keeps_disk_use_proportional_to_live_jobs)
 
 static int SYNCLOG = -1;           /* child: where each fdatasync's durable size goes */
 
-/* fdatasync that, once the data is durable, records "<file> <size>". */
+/* fdatasync that, once the data is durable, records "F <file> <end> <size>":
+ * the file offset (where the log's next record goes: what is durable ends
+ * there) and the file size (the zeros written ahead are durable too). */
 static int logging_fdatasync(int fd)
 {
     int rc = fdatasync(fd);
@@ -772,9 +926,11 @@ static int logging_fdatasync(int fd)
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, path, sizeof path - 1);
         struct stat st;
-        if (n > 0 && fstat(fd, &st) == 0) {
+        off_t end = lseek(fd, 0, SEEK_CUR);
+        if (n > 0 && end >= 0 && fstat(fd, &st) == 0) {
             path[n] = 0;
-            int len = snprintf(line, sizeof line, "F %s %lld\n", path, (long long)st.st_size);
+            int len = snprintf(line, sizeof line, "F %s %lld %lld\n", path, (long long)end,
+                               (long long)st.st_size);
             ssize_t k = write(SYNCLOG, line, (size_t)len);
             (void)k;
         }
@@ -837,23 +993,28 @@ Test(wal, power_loss_keeps_every_synced_record, .timeout = 120)
         waitpid(pid, &status, 0);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 
-        /* The power goes out: each file the child wrote keeps only what its
-         * last fdatasync covered; a file never synced keeps nothing. */
+        /* The power goes out: each file the child wrote keeps the size of
+         * its last fdatasync, and of the bytes written after that sync a
+         * random prefix (a torn write); the rest of the file is what the
+         * sync left there: zeros. A file never synced keeps nothing. */
         char names[256][64];
         int n = segment_files(names, 256);
-        long long keep[256];
+        long long keep[256], end[256];
         for (int i = 0; i < n; i++)
-            keep[i] = -1;
+            keep[i] = end[i] = -1;
         FILE *f = fopen(synclog, "r");
         cr_assert_not_null(f);
         char kind, path[512];
-        long long v;
+        long long v, e;
         uint64_t synced = 0;
         while (fscanf(f, " %c", &kind) == 1) {
-            if (kind == 'F' && fscanf(f, "%511s %lld", path, &v) == 2) {
-                for (int i = 0; i < n; i++)
-                    if (strstr(path, names[i]))
+            if (kind == 'F' && fscanf(f, "%511s %lld %lld", path, &e, &v) == 3) {
+                for (int i = 0; i < n; i++) {
+                    if (strstr(path, names[i])) {
                         keep[i] = v;
+                        end[i] = e;
+                    }
+                }
             } else if (kind == 'S' && fscanf(f, "%lld", &v) == 1) {
                 synced = (uint64_t)v;
             }
@@ -866,6 +1027,10 @@ Test(wal, power_loss_keeps_every_synced_record, .timeout = 120)
             if (old)
                 continue;
             cut_file(names[i], keep[i] < 0 ? 0 : keep[i]);
+            if (keep[i] > end[i]) {
+                unsigned seed = round * 31 + (unsigned)i;
+                zero_range(names[i], end[i] + rand_r(&seed) % (keep[i] - end[i] + 1), keep[i]);
+            }
         }
 
         struct got g = {0};
