@@ -22,6 +22,10 @@
 #   BENCH_QUICK=1    smoke run of about a minute: 0.5 s phases, 1 s at fixed
 #                    rate, 100000 jobs for mem
 #   BENCH_SECONDS    length of each timed phase (default 3)
+#   BENCH_REPEAT     rounds of the put, put16, mixed, mixed16, big and rtt
+#                    rows (default 3; 1 with BENCH_QUICK): each round runs
+#                    every server once, and the table shows each cell's
+#                    median round
 #   BENCH_RATE       jobs/s of the fixed-rate run (default 1000)
 #   BENCH_MEM_JOBS   jobs queued by the mem workload (default 1000000)
 #   BENCH_SCALE_JOBS delayed jobs the scale workload fills in (default 1000000)
@@ -40,11 +44,13 @@ OUT=${BENCH_OUT:-build/bench-results}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     DUR=${BENCH_SECONDS:-0.5}
     RATE_DUR=1
+    REPEAT=${BENCH_REPEAT:-1}
     MEM_JOBS=${BENCH_MEM_JOBS:-100000}
     SCALE_JOBS=${BENCH_SCALE_JOBS:-100000}
 else
     DUR=${BENCH_SECONDS:-3}
     RATE_DUR=5
+    REPEAT=${BENCH_REPEAT:-3}
     MEM_JOBS=${BENCH_MEM_JOBS:-1000000}
     SCALE_JOBS=${BENCH_SCALE_JOBS:-1000000}
 fi
@@ -133,6 +139,16 @@ skip() {
     esac
 }
 
+# Rounds of workload $1: the short timed rows are repeated, since one 3 s run
+# on a shared machine moves by 20% and more; the fixed-rate run, mem and scale
+# (minutes of filling) are not.
+rounds() {
+    case $1 in
+    put | put16 | mixed | mixed16 | big | rtt) seq 1 "$REPEAT" ;;
+    *) echo 1 ;;
+    esac
+}
+
 # VmRSS of process $1 in KiB.
 rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 
@@ -207,8 +223,10 @@ BENCH=$TMP/bin/docket-bench
 
 total=0
 for c in $CASES; do
-    for s in $SERVERS; do
-        skip "$c" "$s" || total=$((total + 1))
+    for r in $(rounds "$c"); do
+        for s in $SERVERS; do
+            skip "$c" "$s" || total=$((total + 1))
+        done
     done
 done
 step=0
@@ -217,63 +235,65 @@ started=$(date +%s)
 for c in $CASES; do
     args=$(case_args "$c") || { echo "bench: unknown workload $c" >&2; exit 2; }
     "$BENCH" --fsync-probe "$TMP" | sed "s/^/server=disk case=$c /" >>"$RES"
-    for s in $SERVERS; do
-        server_cmd "$s" 0 x >/dev/null || { echo "bench: unknown server $s" >&2; exit 2; }
-        if skip "$c" "$s"; then
-            echo "server=$s case=$c skipped" >>"$RES"
-            continue
-        fi
-        step=$((step + 1))
-        proto=
-        case $s in redis-*) proto=-r ;; esac
-        if ! start_server "$s"; then
-            echo "server=$s case=$c error server-did-not-start" >>"$RES"
-            failed=1
-            continue
-        fi
-        [ "$c" = mem ] && rss0=$(rss_kb "$SPID")
-        if [ "$c" = scale ] && ! timeout "$RUN_TIMEOUT" "$BENCH" -p "$SPORT" --fill 10000 \
-            -n "$SCALE_JOBS" -s 100 >"$SDIR/fill" 2>&1; then
-            echo "server=$s case=$c error fill-failed $(tr '\n' ' ' <"$SDIR/fill" | cut -c1-200)" >>"$RES"
-            failed=1
-        fi
-        # shellcheck disable=SC2086 # $args and $proto are word lists
-        timeout "$RUN_TIMEOUT" "$BENCH" $proto -p "$SPORT" $args -t "bench-$c" \
-            >"$SDIR/out" 2>"$SDIR/err"
-        rc=$?
-        if [ "$c" = mem ] && [ "$rc" -eq 0 ]; then
-            sleep 0.5 # let a log writer thread hand its last batch to the kernel
-            rss1=$(rss_kb "$SPID")
-            awk -v a="${rss0:-0}" -v b="${rss1:-0}" '$1 == "check" {
-                for (i = 2; i <= NF; i++) if ($i ~ /^acked=/) n = substr($i, 7) + 0
-                if (n > 0 && a > 0 && b > 0)
-                    printf "result phase=rss jobs=%d rss_before_kb=%d rss_after_kb=%d bytes_per_job=%.1f\n", n, a, b, (b - a) * 1024 / n
-            }' "$SDIR/out" >"$SDIR/rss"
-            cat "$SDIR/rss" >>"$SDIR/out"
-            grep -q '^result phase=rss ' "$SDIR/rss" || {
+    for r in $(rounds "$c"); do
+        for s in $SERVERS; do
+            server_cmd "$s" 0 x >/dev/null || { echo "bench: unknown server $s" >&2; exit 2; }
+            if skip "$c" "$s"; then
+                echo "server=$s case=$c skipped" >>"$RES"
+                continue
+            fi
+            step=$((step + 1))
+            proto=
+            case $s in redis-*) proto=-r ;; esac
+            if ! start_server "$s"; then
+                echo "server=$s case=$c error server-did-not-start" >>"$RES"
                 failed=1
-                echo "server=$s case=$c error no-rss-reading pid=$SPID before=${rss0:-none} after=${rss1:-none}" >>"$RES"
-            }
-        fi
-        sed "s/^/server=$s case=$c /" "$SDIR/out" >>"$RES"
-        if [ "$rc" -ne 0 ] || ! grep -q '^check .*status=ok' "$SDIR/out"; then
-            failed=1
-            why=$(tr '\n' ' ' <"$SDIR/err" | cut -c1-300)
-            grep -q '^check ' "$SDIR/out" ||
-                echo "server=$s case=$c error exit=$rc $why" >>"$RES"
-            echo "bench: $s $c failed (exit $rc): $why" >&2
-            tail -n 20 "$SDIR/server.log" >&2
-        fi
-        if ! running "$SPID"; then
-            failed=1
-            echo "server=$s case=$c error server-exited-during-the-run" >>"$RES"
-            echo "bench: $s exited during $c:" >&2
-            tail -n 20 "$SDIR/server.log" >&2
-        fi
-        summary=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^(phase|jobs_per_s|p99_us|bytes_per_job)=/) printf "%s ", $i; printf "| " }' "$SDIR/out")
-        stop_server
-        rm -rf "$SDIR"
-        printf 'bench: [%d/%d] %-16s %-8s %s\n' "$step" "$total" "$s" "$c" "$summary" >&2
+                continue
+            fi
+            [ "$c" = mem ] && rss0=$(rss_kb "$SPID")
+            if [ "$c" = scale ] && ! timeout "$RUN_TIMEOUT" "$BENCH" -p "$SPORT" --fill 10000 \
+                -n "$SCALE_JOBS" -s 100 >"$SDIR/fill" 2>&1; then
+                echo "server=$s case=$c error fill-failed $(tr '\n' ' ' <"$SDIR/fill" | cut -c1-200)" >>"$RES"
+                failed=1
+            fi
+            # shellcheck disable=SC2086 # $args and $proto are word lists
+            timeout "$RUN_TIMEOUT" "$BENCH" $proto -p "$SPORT" $args -t "bench-$c" \
+                >"$SDIR/out" 2>"$SDIR/err"
+            rc=$?
+            if [ "$c" = mem ] && [ "$rc" -eq 0 ]; then
+                sleep 0.5 # let a log writer thread hand its last batch to the kernel
+                rss1=$(rss_kb "$SPID")
+                awk -v a="${rss0:-0}" -v b="${rss1:-0}" '$1 == "check" {
+                    for (i = 2; i <= NF; i++) if ($i ~ /^acked=/) n = substr($i, 7) + 0
+                    if (n > 0 && a > 0 && b > 0)
+                        printf "result phase=rss jobs=%d rss_before_kb=%d rss_after_kb=%d bytes_per_job=%.1f\n", n, a, b, (b - a) * 1024 / n
+                }' "$SDIR/out" >"$SDIR/rss"
+                cat "$SDIR/rss" >>"$SDIR/out"
+                grep -q '^result phase=rss ' "$SDIR/rss" || {
+                    failed=1
+                    echo "server=$s case=$c error no-rss-reading pid=$SPID before=${rss0:-none} after=${rss1:-none}" >>"$RES"
+                }
+            fi
+            sed "s/^/server=$s case=$c round=$r /" "$SDIR/out" >>"$RES"
+            if [ "$rc" -ne 0 ] || ! grep -q '^check .*status=ok' "$SDIR/out"; then
+                failed=1
+                why=$(tr '\n' ' ' <"$SDIR/err" | cut -c1-300)
+                grep -q '^check ' "$SDIR/out" ||
+                    echo "server=$s case=$c error exit=$rc $why" >>"$RES"
+                echo "bench: $s $c failed (exit $rc): $why" >&2
+                tail -n 20 "$SDIR/server.log" >&2
+            fi
+            if ! running "$SPID"; then
+                failed=1
+                echo "server=$s case=$c error server-exited-during-the-run" >>"$RES"
+                echo "bench: $s exited during $c:" >&2
+                tail -n 20 "$SDIR/server.log" >&2
+            fi
+            summary=$(awk '$1 == "result" { for (i = 2; i <= NF; i++) if ($i ~ /^(phase|jobs_per_s|p99_us|bytes_per_job)=/) printf "%s ", $i; printf "| " }' "$SDIR/out")
+            stop_server
+            rm -rf "$SDIR"
+            printf 'bench: [%d/%d] %-16s %-8s %s\n' "$step" "$total" "$s" "$c" "$summary" >&2
+        done
     done
 done
 elapsed=$(($(date +%s) - started))
@@ -284,7 +304,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -
 mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null)
 fs=$(df -PT "$TMP" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')
 cmdline="make bench"
-for v in BENCH_QUICK BENCH_SECONDS BENCH_RATE BENCH_MEM_JOBS BENCH_SERVERS BENCH_CASES; do
+for v in BENCH_QUICK BENCH_SECONDS BENCH_REPEAT BENCH_RATE BENCH_MEM_JOBS BENCH_SERVERS BENCH_CASES; do
     eval "val=\${$v:-}"
     [ -n "$val" ] && cmdline="$v='$val' $cmdline"
 done
@@ -293,7 +313,7 @@ done
     echo "- Machine: $(uname -srm); ${cpu:-unknown CPU}, $(nproc) cores; ${mem:-? RAM}; data dirs on ${fs:-?};"\
         "load average ${load_before:-?} at the start"
     echo "- Disk: fdatasync after a 128-byte append, in us: $probe_before before the run; $probe_after after"
-    echo "- Command: \`$cmdline\` (timed phases ${DUR} s, fixed rate ${RATE}/s for ${RATE_DUR} s, $MEM_JOBS jobs for mem)"
+    echo "- Command: \`$cmdline\` (timed phases ${DUR} s, $REPEAT rounds of the put, put16, mixed, mixed16, big and rtt rows, fixed rate ${RATE}/s for ${RATE_DUR} s, $MEM_JOBS jobs for mem)"
     echo "- Servers: docketd $rev, $("$BEANSTALKD" -v 2>/dev/null | head -n 1),"\
         "redis-server $("$REDIS_SERVER" --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
     echo

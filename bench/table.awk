@@ -1,17 +1,21 @@
 # table.awk -- turns bench/run.sh's results file into Markdown tables.
 #
-# Input lines: "server=S case=C result phase=P k=v ...", "server=S case=C check
-# ... status=ok|FAIL", "server=S case=C error ...", "server=S case=C skipped"
-# and "server=disk case=C fsync p50_us=.. p99_us=.." (the disk probe before a
-# row). The mem case's "result phase=rss ... bytes_per_job=B" line makes its
-# own table. Variables (-v):
+# Input lines: "server=S case=C round=R result phase=P k=v ...", "server=S
+# case=C round=R check ... status=ok|FAIL", "server=S case=C error ...",
+# "server=S case=C skipped" and "server=disk case=C fsync p50_us=.. p99_us=.."
+# (the disk probe before a row). The mem case's "result phase=rss ...
+# bytes_per_job=B" line makes its own table. A workload run in several rounds
+# shows, in each cell, the round with the median jobs/s (the lower one of an
+# even count), all of that round's numbers; a fourth table gives the spread.
+# Variables (-v):
 # servers  the server names in column order, space-separated
 # base     the server the ratios compare with
 # rate     the fixed rate, for the row label
 # scale    the scale workload's delayed jobs, for its row label
 #
 # Prints three tables: throughput with ratios to base, latency p50 / p99 and
-# latency p99.9 / max; then memory per queued job; then any failed checks.
+# latency p99.9 / max; the spread of repeated rows; then memory per queued
+# job; then any failed checks.
 # A table without rows is left out. Exits 0.
 
 function kv(    i, n) {
@@ -56,6 +60,8 @@ function row(label, key, what,    i, s, k, b, cell, line) {
             cell = ms(val[k, "p50_us"]) " / " ms(val[k, "p99_us"])
             if ((k SUBSEP "backlog") in val)
                 cell = cell " (q " val[k, "backlog"] ")"
+        } else if (what == "spread") {
+            cell = rate_fmt(lo[s, key]) " - " rate_fmt(hi[s, key])
         } else {
             cell = ms(val[k, "p999_us"]) " / " ms(val[k, "max_us"])
         }
@@ -134,30 +140,69 @@ BEGIN {
     }
 }
 
+# The first word that is not key=value: result, check, fsync, skipped, error.
+function kind(    i) {
+    for (i = 1; i <= NF; i++)
+        if (index($i, "=") == 0)
+            return $i
+    return ""
+}
+
 {
     kv()
     s = f["server"]; c = f["case"]
     ran[c] = 1
-    if ($3 == "result") {
+    k3 = kind()
+    if (k3 == "result") {
         key = c "/" f["phase"]
-        for (name in f)
-            val[s, key, name] = f[name]
-    } else if ($3 == "check") {
+        r = ("round" in f) ? f["round"] : 1
+        if (!((s, key, r) in seen)) {
+            seen[s, key, r] = 1
+            nrounds[s, key]++
+            roundlist[s, key] = roundlist[s, key] " " r
+        }
+        for (name in f) {
+            valr[s, key, r, name] = f[name]
+            names[s, key, r] = names[s, key, r] " " name
+        }
+    } else if (k3 == "check") {
         if (f["status"] != "ok") {
             bad[s, c] = 1
             fails = fails "\n- " s " " c ": " substr($0, index($0, "check"))
         }
-    } else if ($3 == "fsync") {
+    } else if (k3 == "fsync") {
         disk[c] = sprintf("%.0f / %.0f", f["p50_us"], f["p99_us"])
-    } else if ($3 == "skipped") {
+    } else if (k3 == "skipped") {
         skipped[s, c] = 1
-    } else if ($3 == "error") {
+    } else if (k3 == "error") {
         bad[s, c] = 1
         fails = fails "\n- " s " " c ": " substr($0, index($0, "error"))
     }
 }
 
+# Copies each cell's median round (by jobs/s) into val, and its spread into
+# lo and hi.
+function pick_medians(    sk, p, n, rs, i, j, t, m, nm, q) {
+    for (sk in nrounds) {
+        split(sk, p, SUBSEP)
+        n = split(substr(roundlist[sk], 2), rs, " ")
+        for (i = 2; i <= n; i++) # insertion sort by jobs/s
+            for (j = i; j > 1 && valr[p[1], p[2], rs[j], "jobs_per_s"] + 0 < valr[p[1], p[2], rs[j - 1], "jobs_per_s"] + 0; j--) {
+                t = rs[j]; rs[j] = rs[j - 1]; rs[j - 1] = t
+            }
+        m = rs[int((n + 1) / 2)]
+        nm = split(substr(names[p[1], p[2], m], 2), q, " ")
+        for (i = 1; i <= nm; i++)
+            val[p[1], p[2], q[i]] = valr[p[1], p[2], m, q[i]]
+        lo[p[1], p[2]] = valr[p[1], p[2], rs[1], "jobs_per_s"]
+        hi[p[1], p[2]] = valr[p[1], p[2], rs[n], "jobs_per_s"]
+        if (n > maxrounds)
+            maxrounds = n
+    }
+}
+
 END {
+    pick_medians()
     timed = 0
     for (i = 1; i <= nr; i++)
         if (caseof[keys[i]] in ran)
@@ -192,4 +237,18 @@ function timed_tables(    i) {
     for (i = 1; i <= nr; i++)
         if (caseof[keys[i]] in ran)
             row(labels[i], keys[i], "tail")
+    if (maxrounds > 1) {
+        header("Spread: the lowest and highest jobs/s of the " maxrounds " rounds behind each cell above (rows run once are left out):", "")
+        for (i = 1; i <= nr; i++)
+            if (caseof[keys[i]] in ran && keys[i] != "rate/rate-put" && spread_rows(keys[i]))
+                row(labels[i], keys[i], "spread")
+    }
+}
+
+# True if some cell of row key was measured in more than one round.
+function spread_rows(key,    i) {
+    for (i = 1; i <= ns; i++)
+        if (nrounds[sv[i], key] > 1)
+            return 1
+    return 0
 }

@@ -142,3 +142,41 @@ for (const [name, args] of [['--memory', ['--memory']], ['--fsync=always', ['--f
         });
     });
 }
+
+/** Runs bench/table.awk over a results file given as text; resolves its stdout. */
+function table(results, servers, base) {
+    return new Promise((resolve, reject) => {
+        const child = execFile('awk', ['-v', `servers=${servers}`, '-v', `base=${base}`, '-v', 'rate=1000',
+            '-v', 'scale=1000', '-f', path.resolve(REPO_ROOT, 'bench/table.awk')],
+        { timeout: 10000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+        child.stdin.end(results);
+    });
+}
+
+describe('bench/table.awk (the tables of make bench)', () => {
+    const line = (s, r, rate, p99) =>
+        `server=${s} case=rtt round=${r} result phase=rtt jobs=1 jobs_per_s=${rate} p50_us=100 p99_us=${p99} p999_us=900 max_us=1000\n`;
+    const check = (s, r, st) => `server=${s} case=rtt round=${r} check acked=1 consumed=1 status=${st}\n`;
+
+    it('a cell run in three rounds shows its median round, ratio and latency included, and the spread', T, async () => {
+        const res = 'server=disk case=rtt fsync p50_us=100 p99_us=200\n' +
+            line('a', 1, 9000, 150) + check('a', 1, 'ok') + line('b', 1, 4000, 900) + check('b', 1, 'ok') +
+            line('a', 2, 3000, 300) + check('a', 2, 'ok') + line('b', 2, 5000, 500) + check('b', 2, 'ok') +
+            line('a', 3, 6000, 200) + check('a', 3, 'ok') + line('b', 3, 7000, 700) + check('b', 3, 'ok');
+        const out = await table(res, 'a b', 'b');
+        const row = (title, label) => out.split(title)[1].split('\n').find((l) => l.startsWith(`| ${label}`));
+        assert.equal(row('Throughput', 'rtt:'), '| rtt: put, reserve, delete on 1 connection | 6000 (1.20x) | 5000 | 100 / 200 |');
+        assert.equal(row('Latency p50', 'rtt:'), '| rtt: put, reserve, delete on 1 connection | 0.100 / 0.200 | 0.100 / 0.500 |');
+        assert.equal(row('Spread', 'rtt:'), '| rtt: put, reserve, delete on 1 connection | 3000 - 9000 | 4000 - 7000 |');
+        assert.ok(!out.includes('FAIL'), out);
+    });
+
+    it('a failed check in any round marks the cell, and a single round has no spread table', T, async () => {
+        const failed = await table(line('a', 1, 9000, 150) + check('a', 1, 'ok') + line('a', 2, 8000, 150) +
+            check('a', 2, 'FAIL'), 'a', 'a');
+        assert.match(failed, /\| rtt: put, reserve, delete on 1 connection \| 8000 FAIL \|/);
+        assert.match(failed, /Failed checks:\n- a rtt: check/);
+        const once = await table(line('a', 1, 9000, 150) + check('a', 1, 'ok'), 'a', 'a');
+        assert.ok(!once.includes('Spread'), once);
+    });
+});
