@@ -33,7 +33,6 @@
 #include "record.h"
 
 #define COMPACT_BUDGET 4096        /* job-table slots scanned per compaction step */
-#define PREALLOC_CHUNK (1u << 20)  /* bytes of zeros written ahead of the records at a time */
 #define COMPACT_ROUNDS 8           /* compaction steps per loop turn, at most */
 
 struct seg {
@@ -104,11 +103,13 @@ struct wal {
     _Atomic bool low_space;        /* free disk space is under the reserve */
     int efd;
 
-    /* Writer thread only. */
+    /* The writer thread's; the server thread's too in write_inline(), under
+     * mu while the writer is idle. */
     int fd;
     uint64_t fd_seg;
     uint64_t fd_pos;               /* bytes of records (and header) in fd: its logical end */
     uint64_t fd_alloc;             /* bytes of fd written with zeros or records: its size */
+    bool no_room;                  /* zeros hit ENOSPC: append plainly until the next segment */
     bool dirty;                    /* written since the last fdatasync */
     uint64_t dirty_seq;            /* last sequence number written */
     uint64_t last_sync_ms;
@@ -179,7 +180,7 @@ static const char ZEROS[64 * 1024];
 static bool needs_room(const struct wal *w, uint64_t n)
 {
     uint64_t cap = (w->cfg.segment_size + 4095) / 4096 * 4096;
-    return w->fd_pos + n > w->fd_alloc && w->fd_pos + n <= cap;
+    return w->fd_pos + n > w->fd_alloc && w->fd_pos + n <= cap && !w->no_room;
 }
 
 /* Writes zeros past the open segment's end, to the next chunk boundary (or
@@ -192,7 +193,8 @@ static int make_room(struct wal *w, uint64_t n)
     if (!needs_room(w, n))
         return 0;
     uint64_t cap = (w->cfg.segment_size + 4095) / 4096 * 4096;
-    uint64_t to = (w->fd_pos + n + PREALLOC_CHUNK - 1) / PREALLOC_CHUNK * PREALLOC_CHUNK;
+    uint64_t chunk = w->cfg.prealloc_chunk;
+    uint64_t to = (w->fd_pos + n + chunk - 1) / chunk * chunk;
     if (to > cap)
         to = cap;
     ssize_t (*pw)(int, const void *, size_t, off_t) = w->io->pwrite ? w->io->pwrite : pwrite;
@@ -201,6 +203,11 @@ static int make_room(struct wal *w, uint64_t n)
         ssize_t r = pw(w->fd, ZEROS, k, (off_t)w->fd_alloc);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && errno == ENOSPC) {
+            /* The zeros are an optimisation: the records may still fit. */
+            w->no_room = true;
+            return 0;
+        }
         if (r <= 0)
             return r < 0 ? -errno : -EIO;
         w->fd_alloc += (uint64_t)r;
@@ -351,6 +358,7 @@ static int open_segment(struct wal *w, uint64_t num)
     w->fd = fd;
     w->fd_seg = num;
     w->fd_pos = w->fd_alloc = sizeof h;
+    w->no_room = false;
     w->dirty = true;
     return 0;
 }
@@ -865,8 +873,10 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
             }
             w->repaired = true;
         }
-        if (d != REC_OK && all_zero(p + off, size - off)) {
-            /* Zeros written ahead of records that never came: the end. */
+        if (d != REC_OK && last && all_zero(p + off, size - off)) {
+            /* Zeros written ahead of records that never came: the end. A
+             * finished segment has none (they are cut off before the next
+             * one starts), so zeros there are damage, handled below. */
             if (truncate_file(path, off) < 0) {
                 snprintf(rp->err, rp->errlen, "cannot truncate %s: %s", path, strerror(errno));
                 rc = -1;
@@ -958,6 +968,8 @@ struct wal *wal_open(const struct wal_config *cfg, int (*fn)(void *ctx, const st
     w->cfg = *cfg;
     if (!w->cfg.segment_size)
         w->cfg.segment_size = WAL_SEGMENT_DEFAULT;
+    if (!w->cfg.prealloc_chunk)
+        w->cfg.prealloc_chunk = WAL_PREALLOC_DEFAULT;
     w->io = cfg->io ? cfg->io : &real_io;
     w->dirfd = w->efd = w->fd = -1;
     w->next_seq = 1;

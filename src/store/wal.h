@@ -9,7 +9,8 @@
  * The segment being written is filled with zeros ahead of its records (to
  * the next 1 MiB boundary, at most its size), so an fdatasync flushes data
  * only, not a new file size; finished segments are cut back to their last
- * record. Recovery reads "only zeros from here to the end" as a segment's end.
+ * record. Recovery reads "only zeros from here to the end" of the last
+ * segment as its end; zeros in a finished segment are damage.
  *
  * Threads: every function here is for the server's thread except the writer,
  * which is private. The server appends records as the engine emits them and
@@ -52,6 +53,7 @@
 #define WAL_FSYNC_ALWAYS 0         /* fsync before every reply that needs it */
 #define WAL_FSYNC_NEVER (-1)       /* leave it to the kernel */
 #define WAL_SEGMENT_DEFAULT (10u << 20) /* bytes */
+#define WAL_PREALLOC_DEFAULT (1u << 20) /* bytes of zeros written ahead at a time */
 
 /* The system calls the log makes, replaceable so tests can inject faults. */
 struct wal_io {
@@ -67,6 +69,7 @@ struct wal_config {
     const char *dir;
     int64_t fsync;               /* WAL_FSYNC_ALWAYS, WAL_FSYNC_NEVER, or ms between syncs */
     uint64_t segment_size;       /* bytes; 0 means WAL_SEGMENT_DEFAULT */
+    uint64_t prealloc_chunk;     /* bytes; 0 means WAL_PREALLOC_DEFAULT */
     bool repair;                 /* truncate at corruption anywhere instead of refusing */
     const struct wal_io *io;     /* NULL: the real system calls */
     /* Receives recovery warnings (torn tail truncated, ...); may be NULL. */

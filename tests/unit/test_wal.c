@@ -468,6 +468,25 @@ Test(wal, finished_segments_end_with_their_last_record)
     wal_close(w);
 }
 
+/* A finished segment never ends in zeros (they are cut off before the next
+ * segment starts), so zeros there are damage, even when the next segment
+ * has no record yet to show a gap in the sequence numbers. */
+Test(wal, zeros_at_the_end_of_a_finished_segment_refuse_to_start)
+{
+    struct wal_config cfg = cfg_of(4096);
+    write_log(&cfg, 30, 100);
+    char names[16][64];
+    int n = segment_files(names, 16);
+    cr_assert_geq(n, 2);
+    off_t size = file_size(names[n - 2]);
+    zero_range(names[n - 2], size - 300, size);
+    cut_file(names[n - 1], REC_HEADER_SIZE);
+    struct got g = {0};
+    char err[512] = "";
+    cr_assert_null(wal_open(&cfg, collect, &g, err, sizeof err));
+    cr_assert(strstr(err, names[n - 2]) && strstr(err, "before the last segment"), "%s", err);
+}
+
 Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
 {
     struct wal_config cfg = cfg_of(1024);
@@ -603,9 +622,10 @@ static struct wal *start_counted(struct wal_config *cfg, int64_t fsync)
 }
 
 /* Fails the Nth write (whole or short, EIO or ENOSPC), the Nth fsync or the
- * Nth write of zeros ahead; after each failure nothing past the last
+ * Nth write of zeros ahead (EIO); after each failure nothing past the last
  * successful sync is reported synced, the log stays failed, and a reopen
- * replays a prefix that covers all of it. */
+ * replays a prefix that covers all of it. Zeros that hit ENOSPC only stop
+ * the zeros: the records are appended and nothing fails. */
 Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
 {
     const int errs[] = {EIO, ENOSPC};
@@ -637,6 +657,18 @@ Test(wal, a_failed_write_or_fsync_is_sticky_and_never_reported_synced)
                     wait_synced(w, last);
                     if (!wal_failed(w))
                         synced_before_failure = wal_synced(w);
+                }
+                if (mode == 3 && errs[e] == ENOSPC) {
+                    cr_assert_eq(wal_failed(w), 0, "nth %d", nth);
+                    cr_assert_eq(wal_synced(w), 80, "nth %d", nth);
+                    wal_close(w);
+                    struct got g2 = {0};
+                    cfg.io = NULL;
+                    w = open_log(&cfg, &g2);
+                    cr_assert_eq(g2.n, 80, "nth %d", nth);
+                    cr_assert_eq(WARN[0], 0, "nth %d: %s", nth, WARN);
+                    wal_close(w);
+                    continue;
                 }
                 cr_assert_neq(wal_failed(w), 0, "mode %d nth %d", mode, nth);
                 cr_assert_eq(wal_synced(w), synced_before_failure, "mode %d nth %d", mode, nth);
@@ -942,10 +974,19 @@ static const struct wal_io logging_io = {.write = write, .fdatasync = logging_fd
 
 /* The child: appends jobs in batches and reports what is synced, then dies
  * at a random moment without closing anything. */
+/* Segments of 8 KiB with zeros written ahead 1 KiB at a time: crashes land
+ * between zero-fills, rotations and trims. */
+static struct wal_config power_cfg(void)
+{
+    struct wal_config cfg = cfg_of(8192);
+    cfg.prealloc_chunk = 1024;
+    return cfg;
+}
+
 static void power_loss_child(unsigned seed, const char *synclog)
 {
     SYNCLOG = open(synclog, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    struct wal_config cfg = cfg_of(4096);
+    struct wal_config cfg = power_cfg();
     cfg.io = &logging_io;
     char err[256];
     struct got g = {0};
@@ -996,7 +1037,8 @@ Test(wal, power_loss_keeps_every_synced_record, .timeout = 120)
         /* The power goes out: each file the child wrote keeps the size of
          * its last fdatasync, and of the bytes written after that sync a
          * random prefix (a torn write); the rest of the file is what the
-         * sync left there: zeros. A file never synced keeps nothing. */
+         * sync left there: zeros. A file never synced since its rename
+         * keeps its header. */
         char names[256][64];
         int n = segment_files(names, 256);
         long long keep[256], end[256];
@@ -1026,18 +1068,24 @@ Test(wal, power_loss_keeps_every_synced_record, .timeout = 120)
                 old = strcmp(before[k], names[i]) == 0;
             if (old)
                 continue;
-            cut_file(names[i], keep[i] < 0 ? 0 : keep[i]);
+            /* A segment's header was synced in segment.tmp before the rename. */
+            cut_file(names[i], keep[i] < 0 ? REC_HEADER_SIZE : keep[i]);
             if (keep[i] > end[i]) {
+                /* Every other round keeps no unsynced byte at all. */
                 unsigned seed = round * 31 + (unsigned)i;
-                zero_range(names[i], end[i] + rand_r(&seed) % (keep[i] - end[i] + 1), keep[i]);
+                long long torn = round % 2 ? rand_r(&seed) % (keep[i] - end[i] + 1) : 0;
+                zero_range(names[i], end[i] + torn, keep[i]);
             }
         }
 
         struct got g = {0};
-        struct wal_config cfg = cfg_of(4096);
+        struct wal_config cfg = power_cfg();
         char err[512] = "";
+        WARN[0] = 0;
         struct wal *w = wal_open(&cfg, collect, &g, err, sizeof err);
         cr_assert_not_null(w, "round %u: %s", round, err);
+        if (round % 2 == 0) /* only what was synced, then zeros: a clean end */
+            cr_assert_eq(WARN[0], 0, "round %u: %s", round, WARN);
         cr_assert_geq(wal_appended(w), synced, "round %u: record %llu was synced, then lost",
                       round, (unsigned long long)synced);
         for (size_t i = 0; i < g.n && i < 20000; i++)
