@@ -873,21 +873,14 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
             }
             w->repaired = true;
         }
-        if (d != REC_OK && last && all_zero(p + off, size - off)) {
-            /* Zeros written ahead of records that never came: the end. A
-             * finished segment has none (they are cut off before the next
-             * one starts), so zeros there are damage, handled below. */
-            if (truncate_file(path, off) < 0) {
-                snprintf(rp->err, rp->errlen, "cannot truncate %s: %s", path, strerror(errno));
-                rc = -1;
-                goto out;
-            }
-            size = off;
-            break;
-        }
         if (d != REC_OK) {
+            /* Zeros to the end of the last segment were written ahead of
+             * records that never came: its end, cut off silently. A
+             * finished segment has none (they are cut off before the next
+             * one starts), so zeros there are damage like any other. */
+            bool zeros = last && all_zero(p + off, size - off);
             const char *why = d == REC_TRUNCATED ? "torn record" : "corrupt record";
-            if (!last && !w->cfg.repair) {
+            if (!zeros && !last && !w->cfg.repair) {
                 snprintf(rp->err, rp->errlen,
                          "%s at offset %zu: %s (decoder line %d) before the last segment; "
                          "start with --repair to truncate there",
@@ -897,8 +890,9 @@ static int replay_segment(struct wal *w, struct replay *rp, uint64_t num, bool l
             }
             if (!last)
                 w->repaired = true;
-            warn(w, "%s at offset %zu: %s; truncating the %zu bytes from there", path, off, why,
-                 size - off);
+            if (!zeros)
+                warn(w, "%s at offset %zu: %s; truncating the %zu bytes from there", path, off,
+                     why, size - off);
             if (truncate_file(path, off) < 0) {
                 snprintf(rp->err, rp->errlen, "cannot truncate %s: %s", path, strerror(errno));
                 rc = -1;
