@@ -177,10 +177,12 @@ static const char ZEROS[64 * 1024];
 /* Whether n more bytes of records at fd_pos need zeros written ahead first:
  * the segment is kept written up to a chunk boundary (at most its size)
  * before records land there. */
+/* Where the zeros ahead stop: the segment size, rounded up to a page. */
+static uint64_t room_cap(const struct wal *w) { return (w->cfg.segment_size + 4095) / 4096 * 4096; }
+
 static bool needs_room(const struct wal *w, uint64_t n)
 {
-    uint64_t cap = (w->cfg.segment_size + 4095) / 4096 * 4096;
-    return w->fd_pos + n > w->fd_alloc && w->fd_pos + n <= cap && !w->no_room;
+    return w->fd_pos + n > w->fd_alloc && w->fd_pos + n <= room_cap(w) && !w->no_room;
 }
 
 /* Writes zeros past the open segment's end, to the next chunk boundary (or
@@ -192,11 +194,10 @@ static int make_room(struct wal *w, uint64_t n)
 {
     if (!needs_room(w, n))
         return 0;
-    uint64_t cap = (w->cfg.segment_size + 4095) / 4096 * 4096;
     uint64_t chunk = w->cfg.prealloc_chunk;
     uint64_t to = (w->fd_pos + n + chunk - 1) / chunk * chunk;
-    if (to > cap)
-        to = cap;
+    if (to > room_cap(w))
+        to = room_cap(w);
     ssize_t (*pw)(int, const void *, size_t, off_t) = w->io->pwrite ? w->io->pwrite : pwrite;
     while (w->fd_alloc < to) {
         size_t k = to - w->fd_alloc < sizeof ZEROS ? (size_t)(to - w->fd_alloc) : sizeof ZEROS;

@@ -176,6 +176,17 @@ static void poke_file(const char *name, off_t off, unsigned char x)
     close(fd);
 }
 
+/* Asserts that opening the log fails; returns the message. */
+static const char *open_refused(const struct wal_config *cfg)
+{
+    static char err[512];
+    static struct got g;
+    memset(&g, 0, sizeof g);
+    err[0] = 0;
+    cr_assert_null(wal_open(cfg, collect, &g, err, sizeof err));
+    return err;
+}
+
 /* Overwrites bytes [from, to) of a file with zeros. */
 static void zero_range(const char *name, off_t from, off_t to)
 {
@@ -481,9 +492,7 @@ Test(wal, zeros_at_the_end_of_a_finished_segment_refuse_to_start)
     off_t size = file_size(names[n - 2]);
     zero_range(names[n - 2], size - 300, size);
     cut_file(names[n - 1], REC_HEADER_SIZE);
-    struct got g = {0};
-    char err[512] = "";
-    cr_assert_null(wal_open(&cfg, collect, &g, err, sizeof err));
+    const char *err = open_refused(&cfg);
     cr_assert(strstr(err, names[n - 2]) && strstr(err, "before the last segment"), "%s", err);
 }
 
@@ -496,9 +505,7 @@ Test(wal, corruption_before_the_last_segment_refuses_to_start_unless_repair)
     int n = segment_files(names, 64);
     cr_assert_geq(n, 3);
     poke_file(names[1], REC_HEADER_SIZE + 40, 0x01);
-    char err[512] = "";
-    struct got g2 = {0};
-    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    const char *err = open_refused(&cfg);
     cr_assert(strstr(err, names[1]) && strstr(err, "offset") && strstr(err, "--repair"), "%s",
               err);
     cfg.repair = true;
@@ -519,9 +526,7 @@ Test(wal, a_missing_segment_is_detected)
     char path[600];
     snprintf(path, sizeof path, "%s/%s", DIRNAME, names[1]);
     unlink(path);
-    char err[512] = "";
-    struct got g2 = {0};
-    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    const char *err = open_refused(&cfg);
     cr_assert(strstr(err, "missing or duplicated"), "%s", err);
 }
 
@@ -535,9 +540,7 @@ Test(wal, a_duplicated_segment_is_detected)
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "cp %s/%s %s/%020d.wal", DIRNAME, names[0], DIRNAME, n + 5);
     cr_assert_eq(system(cmd), 0);
-    char err[512] = "";
-    struct got g2 = {0};
-    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    const char *err = open_refused(&cfg);
     cr_assert(strstr(err, "missing or duplicated"), "%s", err);
 }
 
@@ -1140,11 +1143,10 @@ Test(wal, a_second_open_of_the_same_directory_is_refused)
     struct got g = {0};
     struct wal_config cfg = cfg_of(0);
     struct wal *w = open_log(&cfg, &g);
-    char err[512] = "";
-    struct got g2 = {0};
-    cr_assert_null(wal_open(&cfg, collect, &g2, err, sizeof err));
+    const char *err = open_refused(&cfg);
     cr_assert(strstr(err, "in use by another process"), "%s", err);
     wal_close(w);
+    struct got g2 = {0};
     w = open_log(&cfg, &g2);
     wal_close(w);
 }
