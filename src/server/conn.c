@@ -19,7 +19,6 @@
 #include "server.h"
 #include "xalloc.h"
 
-#define READ_LINE_CHUNK 4096           /* bytes read at a time between commands */
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void run(struct conn *c);
@@ -90,6 +89,26 @@ struct conn *conn_new(struct server *srv, int fd, uint64_t now)
     return c;
 }
 
+/* Takes an empty input buffer from c: into the server's pool if it has the
+ * size of a line read and the pool has room, else back to malloc. */
+static void give_back(struct server *srv, struct buf *b)
+{
+    if (!b->data)
+        return;
+    if (b->cap == CONN_LINE_BUF && srv->npool < CONN_POOL_MAX) {
+        srv->in_pool[srv->npool++] = b->data;
+        buf_init(b);
+    } else {
+        buf_destroy(b);
+    }
+}
+
+void conn_pool_free(struct server *srv)
+{
+    while (srv->npool)
+        free(srv->in_pool[--srv->npool]);
+}
+
 void conn_close(struct conn *c, uint64_t now)
 {
     struct server *srv = c->srv;
@@ -111,7 +130,8 @@ void conn_close(struct conn *c, uint64_t now)
     dk_log(DK_LOG_INFO, "fd %d: closed", c->fd);
     close(c->fd);
     c->fd = -1;
-    buf_destroy(&c->in);
+    buf_clear(&c->in);
+    give_back(srv, &c->in);
     buf_destroy(&c->out);
 
     unlink_from(&srv->conns, c);
@@ -407,9 +427,13 @@ static void read_input(struct conn *c)
     if (used >= limit)
         return;
     size_t want = limit - used;
-    size_t chunk = bs_parser_in_body(&c->parser) ? CONN_READ_CHUNK : READ_LINE_CHUNK;
+    size_t chunk = bs_parser_in_body(&c->parser) ? CONN_READ_CHUNK : CONN_LINE_BUF;
     if (want > chunk)
         want = chunk;
+    if (!c->in.data && c->srv->npool) {
+        c->in.data = c->srv->in_pool[--c->srv->npool];
+        c->in.cap = CONN_LINE_BUF;
+    }
     xcheck(buf_reserve(&c->in, want), "input buffer");
 
     ssize_t n = read_some(c->fd, c->in.data + c->in.len, want);
@@ -451,7 +475,7 @@ static void update(struct conn *c)
     want(c->ev_write, &c->writing, writable(c) > 0);
     /* An idle connection keeps no input buffer: thousands of them are normal. */
     if (buf_used(&c->in) == 0)
-        buf_destroy(&c->in);
+        give_back(c->srv, &c->in);
 }
 
 /* All the work c can do now; every event of a connection ends here. Each

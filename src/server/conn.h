@@ -38,6 +38,7 @@
 #define CONN_IN_MAX (64 * 1024)        /* bytes of pipelined input buffered outside a put body */
 #define CONN_READ_CHUNK (256 * 1024)   /* bytes asked of one read(2) */
 #define CONN_KEEP_BUF (16 * 1024)      /* bytes: an empty output buffer larger than this is freed */
+#define CONN_LINE_BUF 4096             /* bytes: the input buffer between commands */
 
 struct server;
 struct session;
@@ -85,6 +86,9 @@ void conn_close(struct conn *c, uint64_t now);
 
 /* Frees a closed connection. Only the server's reap and shutdown call this. */
 void conn_free(struct conn *c);
+
+/* Frees the server's pool of idle input buffers (at shutdown). */
+void conn_pool_free(struct server *srv);
 
 /* The log synced up to seq `synced` (or failed with errno err): writes the
  * replies that may go now, or turns held replies into errors. Returns true

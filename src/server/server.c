@@ -755,6 +755,7 @@ void server_destroy(struct server *srv)
         srv->dead = c->next;
         conn_free(c);
     }
+    conn_pool_free(srv);
     /* Everything accepted is synced before the log closes. */
     free_event(&srv->wal_ev);
     free_event(&srv->flush_ev);

@@ -20,6 +20,8 @@
 
 #include "config.h"
 
+#define CONN_POOL_MAX 64           /* idle input buffers the server keeps for reuse */
+
 struct conn;
 struct wal;
 struct page_out;
@@ -55,6 +57,11 @@ struct server {
     struct conn *conns;        /* live connections, doubly linked */
     struct conn *dead;         /* closed connections waiting for reap */
     size_t nconns;             /* live connections */
+    /* Input buffers of CONN_LINE_BUF bytes that idle connections gave back:
+     * a connection waiting for its next command holds none, and taking one
+     * from here instead of malloc keeps the command path free of malloc. */
+    char *in_pool[CONN_POOL_MAX];
+    size_t npool;
     size_t out_cap;            /* bytes of unsent output past which a connection stops reading */
     uint64_t start_ns;         /* monotonic ns at start, for uptime */
     char id[17];               /* 16 random hex chars, the stats "id" */

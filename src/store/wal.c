@@ -87,7 +87,10 @@ struct wal {
     pthread_cond_t cv;
     struct chunk *q;
     size_t nq, capq;
-    struct buf spare;              /* a written chunk's buffer, kept for reuse */
+    struct buf spare[4];           /* written chunks' buffers, kept for reuse */
+    size_t nspare;
+    struct chunk *qspare;          /* a taken queue's array, kept for reuse */
+    size_t capqspare;
     uint64_t want;                 /* fsync=always: sync at least up to here */
     bool idle;                     /* the writer waits on cv */
     uint64_t *dels;                /* segments to unlink once what precedes them is synced */
@@ -472,12 +475,14 @@ static bool writer_wait(struct wal *w, uint64_t wait_ms)
     return rc != ETIMEDOUT;
 }
 
-/* Keeps one written chunk's buffer for wal_commit() to reuse. Under mu. */
+/* Keeps a written chunk's buffer for wal_commit() to reuse, so that a batch
+ * costs no malloc. Under mu. */
 static void recycle(struct wal *w, struct buf *b)
 {
-    if (!w->spare.data && b->cap <= (1u << 20)) {
+    size_t keep = sizeof w->spare / sizeof w->spare[0];
+    if (b->data && w->nspare < keep && b->cap <= (1u << 20)) {
         buf_clear(b);
-        w->spare = *b;
+        w->spare[w->nspare++] = *b;
     } else {
         buf_destroy(b);
     }
@@ -499,6 +504,7 @@ static void *writer_main(void *arg)
         }
         struct chunk *q = w->q;
         size_t nq = w->nq;
+        size_t capq = w->capq;
         uint64_t *dels = w->dels;
         size_t ndels = w->ndels;
         bool stop = w->stop;
@@ -522,7 +528,12 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->mu);
         for (size_t i = 0; i < nq; i++)
             recycle(w, &q[i].data);
-        free(q);
+        if (q && !w->qspare) {
+            w->qspare = q;
+            w->capqspare = capq;
+        } else {
+            free(q);
+        }
         free(dels);
         if (stop && !w->nq && !w->ndels)
             break;
@@ -577,6 +588,11 @@ void wal_commit(struct wal *w, uint64_t want)
         return;
     }
     if (have) {
+        if (!w->q && w->qspare) {
+            w->q = w->qspare;
+            w->capq = w->capqspare;
+            w->qspare = NULL;
+        }
         if (w->nq == w->capq) {
             size_t cap = w->capq ? w->capq * 2 : 8;
             struct chunk *p = realloc(w->q, cap * sizeof *p);
@@ -590,8 +606,10 @@ void wal_commit(struct wal *w, uint64_t want)
             w->capq = cap;
         }
         w->q[w->nq++] = (struct chunk){.seg = w->out_seg, .data = w->out, .last_seq = w->appended};
-        w->out = w->spare;
-        buf_init(&w->spare);
+        if (w->nspare)
+            w->out = w->spare[--w->nspare];
+        else
+            buf_init(&w->out);
     }
     if (want) {
         w->want = want;
@@ -938,7 +956,9 @@ static void wal_free(struct wal *w)
     free(w->q);
     free(w->dels);
     buf_destroy(&w->out);
-    buf_destroy(&w->spare);
+    while (w->nspare)
+        buf_destroy(&w->spare[--w->nspare]);
+    free(w->qspare);
     for (size_t i = 0; i < w->nsegs; i++)
         if (w->segs[i].map)
             munmap((void *)w->segs[i].map, w->segs[i].maplen);
