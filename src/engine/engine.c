@@ -4,8 +4,9 @@
  * - jobs by id: open-addressing table (linear probing, backward-shift delete);
  * - tubes by name: chained hash table; tubes in creation order: an array with
  *   swap-remove, which is the order beanstalkd's list-tubes shows;
- * - per tube: ready heap (pri, id), delayed heap (deadline, id), buried FIFO,
- *   and a FIFO of waiting sessions (nodes live in the sessions' watch arrays);
+ * - per tube: ready jobs in (pri, id) order as a run plus a heap (see "ready
+ *   jobs" below), delayed heap (deadline, id), buried FIFO, and a FIFO of
+ *   waiting sessions (nodes live in the sessions' watch arrays);
  * - global heaps: reserved jobs by TTR deadline, tubes by their soonest
  *   delayed job, paused tubes by unpause time, waiting sessions by wake time.
  * So reserve looks only at the session's watched tubes, and every timer is a
@@ -13,7 +14,7 @@
  *
  * Memory per job: a job that has only ever been ready (put without a delay,
  * never reserved) is one allocation, struct job then the body and its CRLF,
- * plus its slot in the id table and in its tube's ready heap. Whatever only a
+ * plus its slot in the id table and in its tube's ready run or heap. Whatever only a
  * delayed, reserved or buried job needs (deadline, owner, links, bury order)
  * and its history (delay, counters) live in a struct job_ext allocated the
  * first time the job leaves that plain ready state, and kept until it ends.
@@ -65,9 +66,10 @@ struct job {
     uint64_t created;          /* ns, engine clock */
     struct job_ext *x;         /* NULL until the job is first delayed, reserved or buried */
     uint32_t tube : 24;        /* its tube's slot: engine.tslot[tube] (job_tube()) */
-    uint32_t state : 4;        /* enum jstate */
+    uint32_t state : 3;        /* enum jstate */
+    uint32_t inrun : 1;        /* ready, in its tube's run rather than its ready heap */
     uint32_t bodyat : 4;       /* enum bodyat */
-    uint32_t hpos;             /* index in the heap that holds the job (not buried) */
+    uint32_t hpos;             /* index in the heap (or run) that holds the job (not buried) */
     uint32_t pri;
     uint32_t ttr;              /* seconds, at least 1 */
     uint32_t body_len;         /* bytes, without the trailing "\r\n" */
@@ -111,7 +113,10 @@ struct tube {
     size_t idx;                /* index in engine.tubes */
     uint32_t slot;             /* index in engine.tslot, which jobs refer to it by */
     uint64_t refs;             /* jobs + users + watchers (+1 for default) */
-    struct heap ready;         /* by (pri, id) */
+    struct heap ready;         /* ready jobs by (pri, id), those not in the run */
+    struct job **run;          /* ready jobs in (pri, id) order: a ring of rcap slots */
+    size_t rhead, rlen, rcap;  /* the run is run[rhead], ... rlen slots, NULL for a hole */
+    size_t rlive;              /* jobs in the run */
     struct heap delay;         /* by (deadline, id) */
     struct job *bhead, *btail; /* buried FIFO */
     struct watch *whead, *wtail; /* waiting sessions, FIFO */
@@ -295,6 +300,123 @@ static int deadline_less(const void *a, const void *b)
 /* A heap holds at most JOB_MAX jobs, so pos fits. */
 static void job_setpos(void *x, size_t pos) { ((struct job *)x)->hpos = (uint32_t)pos; }
 
+/* ---- ready jobs ----------------------------------------------------------
+ *
+ * A tube's ready jobs are split between a run and a heap. The run is a ring
+ * of jobs of one priority in increasing id order: a job with the run's
+ * priority and a higher id than its last job is appended, in O(1), and the
+ * rest go to the heap (an empty run takes any job, and its priority). Jobs
+ * put at one priority come with growing ids, so they all go to the run, and
+ * a reserve takes the run's first job, also in O(1), instead of a heap
+ * operation (log n cache misses with a big backlog). Jobs of other
+ * priorities and jobs that come back (release, kick, the end of a delay)
+ * mostly go to the heap.
+ *
+ * Invariants: the best ready job is the better of the run's first job and
+ * the heap's top; a job in the run has inrun set and its slot in hpos; a
+ * job taken out of the middle leaves a NULL hole, but the run's first and
+ * last slots always hold a job (or the run is empty), and holes never
+ * outnumber jobs by more than RUN_SLACK. */
+#define RUN_MIN 16
+#define RUN_SLACK 32
+#define RUN_MAX ((size_t)1 << 31) /* slots: a slot index fits hpos */
+
+static size_t ready_len(const struct tube *t) { return t->ready.len + t->rlive; }
+
+static struct job **run_slot(const struct tube *t, size_t k)
+{
+    return &t->run[(t->rhead + k) & (t->rcap - 1)];
+}
+
+static struct job *ready_peek(const struct tube *t)
+{
+    struct job *h = heap_peek(&t->ready);
+    if (!t->rlive)
+        return h;
+    struct job *r = t->run[t->rhead];
+    return h && ready_less(h, r) ? h : r;
+}
+
+/* Moves the run's jobs, in order and without holes, to a ring of cap slots.
+ * Returns 0, or -1 if out of memory (the run is unchanged). */
+static int run_rebuild(struct tube *t, size_t cap)
+{
+    struct job **ring = malloc(cap * sizeof *ring);
+    if (!ring)
+        return -1;
+    size_t n = 0;
+    for (size_t k = 0; k < t->rlen; k++) {
+        struct job *j = *run_slot(t, k);
+        if (j) {
+            j->hpos = (uint32_t)n;
+            ring[n++] = j;
+        }
+    }
+    free(t->run);
+    t->run = ring;
+    t->rcap = cap;
+    t->rhead = 0;
+    t->rlen = t->rlive = n;
+    return 0;
+}
+
+/* Adds ready job j to t. Returns 0, or -1 if out of memory. */
+static int ready_insert(struct tube *t, struct job *j)
+{
+    const struct job *last = t->rlive ? *run_slot(t, t->rlen - 1) : NULL;
+    bool fits = !last || (j->pri == last->pri && j->id > last->id);
+    if (fits && t->rlen == t->rcap) {
+        size_t cap = t->rcap ? t->rcap * 2 : RUN_MIN;
+        if (t->rlen - t->rlive > RUN_SLACK)
+            cap = t->rcap;       /* full of holes: squeezing them out is enough */
+        if (cap > RUN_MAX || run_rebuild(t, cap) < 0)
+            fits = false;
+    }
+    if (!fits)
+        return heap_insert(&t->ready, j);
+    if (!t->rlive)
+        t->rhead = t->rlen = 0;
+    j->hpos = (uint32_t)((t->rhead + t->rlen) & (t->rcap - 1));
+    j->inrun = 1;
+    t->run[j->hpos] = j;
+    t->rlen++;
+    t->rlive++;
+    return 0;
+}
+
+/* Takes ready job j out of t. */
+static void ready_remove(struct tube *t, struct job *j)
+{
+    if (!j->inrun) {
+        heap_remove(&t->ready, j->hpos);
+        return;
+    }
+    t->run[j->hpos] = NULL;
+    j->inrun = 0;
+    t->rlive--;
+    while (t->rlen && !t->run[t->rhead]) {
+        t->rhead = (t->rhead + 1) & (t->rcap - 1);
+        t->rlen--;
+    }
+    while (t->rlen && !*run_slot(t, t->rlen - 1))
+        t->rlen--;
+    if (!t->rlive) {
+        if (t->rcap > RUN_MIN * 4) {
+            free(t->run);        /* a drained burst gives its memory back */
+            t->run = NULL;
+            t->rcap = 0;
+        }
+        t->rhead = t->rlen = 0;
+        return;
+    }
+    /* Too many holes, or a ring far too big for what is left: squeeze. */
+    size_t cap = t->rcap;
+    while (cap > RUN_MIN && cap / 4 >= t->rlive)
+        cap /= 2;
+    if (t->rlen - t->rlive > t->rlive + RUN_SLACK || cap < t->rcap / 2)
+        run_rebuild(t, cap);     /* out of memory: the holes stay, harmlessly */
+}
+
 static int dtube_less(const void *a, const void *b)
 {
     return deadline_less(heap_peek(&((const struct tube *)a)->delay),
@@ -448,7 +570,7 @@ static void tube_unref(struct engine *e, struct tube *t)
     assert(t->refs > 0);
     if (--t->refs > 0)
         return;
-    assert(!t->ready.len && !t->delay.len && !t->bhead && !t->whead);
+    assert(!ready_len(t) && !t->delay.len && !t->bhead && !t->whead);
     struct tube **pp = &e->thash[name_hash(t->name, t->name_len) & (e->thcap - 1)];
     while (*pp != t)
         pp = &(*pp)->hnext;
@@ -460,6 +582,7 @@ static void tube_unref(struct engine *e, struct tube *t)
     if (t->ppos != NPOS)
         heap_remove(&e->paused, t->ppos);
     heap_destroy(&t->ready);
+    free(t->run);
     heap_destroy(&t->delay);
     free(t);
 }
@@ -604,7 +727,7 @@ static void job_detach(struct engine *e, struct job *j)
     struct tube *t = job_tube(e, j);
     switch (j->state) {
     case J_READY:
-        heap_remove(&t->ready, j->hpos);
+        ready_remove(t, j);
         e->ready_ct--;
         if (j->pri < ENGINE_URGENT) {
             e->urgent_ct--;
@@ -654,7 +777,7 @@ static void place_buried(struct engine *e, struct job *j)
 static int place_ready(struct engine *e, struct job *j)
 {
     struct tube *t = job_tube(e, j);
-    if (heap_insert(&t->ready, j) < 0) {
+    if (ready_insert(t, j) < 0) {
         if (!job_ext(j))
             return PLACE_NONE;
         place_buried(e, j);
@@ -820,9 +943,9 @@ static void reserve(struct engine *e, struct session *s, struct job *j, uint64_t
 /* Hands ready jobs of tube t to sessions waiting on it, in FIFO order. */
 static void serve(struct engine *e, struct tube *t, uint64_t now)
 {
-    while (!tube_paused(t, now) && t->ready.len && t->whead) {
+    while (!tube_paused(t, now) && ready_len(t) && t->whead) {
         struct session *s = t->whead->s;
-        struct job *j = heap_peek(&t->ready);
+        struct job *j = ready_peek(t);
         if (!job_ext(j))
             return; /* out of memory: s keeps waiting */
         wait_stop(e, s);
@@ -841,9 +964,9 @@ static struct job *best_ready(const struct session *s, uint64_t now)
     struct job *best = NULL;
     for (size_t i = 0; i < s->nwatch; i++) {
         const struct tube *t = s->watch[i].tube;
-        if (tube_paused(t, now) || !t->ready.len)
+        if (tube_paused(t, now) || !ready_len(t))
             continue;
-        struct job *j = heap_peek(&t->ready);
+        struct job *j = ready_peek(t);
         if (!best || ready_less(j, best))
             best = j;
     }
@@ -855,7 +978,7 @@ static struct job *best_ready(const struct session *s, uint64_t now)
 static bool any_ready(const struct session *s)
 {
     for (size_t i = 0; i < s->nwatch; i++)
-        if (s->watch[i].tube->ready.len)
+        if (ready_len(s->watch[i].tube))
             return true;
     return false;
 }
@@ -1007,6 +1130,7 @@ void engine_free(struct engine *e)
         job_release(e->jtab[i]);
     for (size_t i = 0; i < e->ntubes; i++) {
         heap_destroy(&e->tubes[i]->ready);
+        free(e->tubes[i]->run);
         heap_destroy(&e->tubes[i]->delay);
         free(e->tubes[i]);
     }
@@ -1113,7 +1237,7 @@ static void stats_tube(struct engine *e, const struct tube *t, uint64_t now, str
     size_t n = 0;
     kv[n++] = kv_q("name", t->name, t->name_len);
     kv[n++] = kv_u("current-jobs-urgent", t->urgent);
-    kv[n++] = kv_u("current-jobs-ready", t->ready.len);
+    kv[n++] = kv_u("current-jobs-ready", ready_len(t));
     kv[n++] = kv_u("current-jobs-reserved", t->reserved);
     kv[n++] = kv_u("current-jobs-delayed", t->delay.len);
     kv[n++] = kv_u("current-jobs-buried", t->buried);
@@ -1563,7 +1687,7 @@ void engine_exec(struct engine *e, struct session *s, const struct cmd *c, uint6
         peek(out, job_find(e, c->id));
         break;
     case OP_PEEK_READY:
-        peek(out, heap_peek(&s->use->ready));
+        peek(out, ready_peek(s->use));
         break;
     case OP_PEEK_DELAYED:
         peek(out, heap_peek(&s->use->delay));

@@ -278,7 +278,9 @@ static const struct verb *match(const char *s, size_t n)
     size_t i;
 
     for (i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
-        if (n >= verbs[i].len && memcmp(s, verbs[i].word, verbs[i].len) == 0)
+        /* The first byte rules out most verbs without a call to memcmp. */
+        if (n >= verbs[i].len && s[0] == verbs[i].word[0] &&
+            memcmp(s, verbs[i].word, verbs[i].len) == 0)
             return &verbs[i];
     }
     return NULL;

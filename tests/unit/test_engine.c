@@ -1127,6 +1127,107 @@ Test(engine, random_operations_keep_counts_consistent)
                  engine_job_count(E));
 }
 
+/* Ready jobs live in a run (appended in order) and a heap (the rest); jobs
+ * leave from the front, the middle and the back of either. Whatever the mix,
+ * reserve and peek-ready must give the ready job with the lowest (pri, id),
+ * checked against a plain list of the ready jobs. */
+struct mjob {
+    uint32_t pri;
+    uint64_t id;
+};
+static struct mjob MREADY[8192], MRES[8192], MBURIED[8192];
+static size_t NMREADY, NMRES, NMBURIED;
+
+static size_t model_best(void)
+{
+    size_t b = 0;
+    for (size_t i = 1; i < NMREADY; i++)
+        if (MREADY[i].pri < MREADY[b].pri ||
+            (MREADY[i].pri == MREADY[b].pri && MREADY[i].id < MREADY[b].id))
+            b = i;
+    return b;
+}
+
+static struct mjob model_take(struct mjob *a, size_t *n, size_t i)
+{
+    struct mjob m = a[i];
+    a[i] = a[--*n];
+    return m;
+}
+
+Test(engine, reserve_order_matches_a_model_through_runs_holes_and_bursts)
+{
+    struct session *s = sess();
+    NMREADY = NMRES = NMBURIED = 0;
+    for (int step = 0; step < 40000; step++) {
+        /* Bursts: long stretches of puts, then of reserves, so the run grows,
+         * drains and gives its memory back, over and over. */
+        int phase = (step / 3000) % 2;
+        uint64_t r = rnd() % 100;
+        if (r < (phase ? 25u : 55u)) {
+            if (NMREADY + NMRES + NMBURIED >= 8000)
+                continue;
+            /* Mostly one priority (the run), sometimes a lower or higher one. */
+            uint32_t pri = rnd() % 4 ? 100 : (uint32_t)(rnd() % 200);
+            uint64_t id = put(s, pri, "x");
+            MREADY[NMREADY++] = (struct mjob){pri, id};
+        } else if (r < 70) {
+            struct reply rr = rwt(s, 0);
+            if (!NMREADY) {
+                cr_assert_eq(rr.code, R_TIMED_OUT, "step %d", step);
+                continue;
+            }
+            struct mjob m = model_take(MREADY, &NMREADY, model_best());
+            cr_assert_eq(rr.code, R_RESERVED, "step %d", step);
+            cr_assert_eq(rr.id, m.id, "step %d: reserved %llu, expected %llu", step,
+                         (unsigned long long)rr.id, (unsigned long long)m.id);
+            MRES[NMRES++] = m;
+        } else if (r < 78 && NMREADY) {
+            /* Delete a ready job anywhere: a hole in the run, or a heap removal. */
+            struct mjob m = model_take(MREADY, &NMREADY, rnd() % NMREADY);
+            cr_assert_eq(byid(s, OP_DELETE, m.id).code, R_DELETED, "step %d", step);
+        } else if (r < 88 && NMRES) {
+            struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
+            m.pri = (uint32_t)(rnd() % 200);
+            struct reply rr = run(s, (struct cmd){.op = OP_RELEASE, .id = m.id, .pri = m.pri});
+            cr_assert_eq(rr.code, R_RELEASED, "step %d", step);
+            MREADY[NMREADY++] = m;
+        } else if (r < 93 && NMRES) {
+            struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
+            m.pri = (uint32_t)(rnd() % 200);
+            struct reply rr = run(s, (struct cmd){.op = OP_BURY, .id = m.id, .pri = m.pri});
+            cr_assert_eq(rr.code, R_BURIED, "step %d", step);
+            MBURIED[NMBURIED++] = m;
+        } else if (r < 96 && NMBURIED) {
+            struct mjob m = model_take(MBURIED, &NMBURIED, rnd() % NMBURIED);
+            cr_assert_eq(byid(s, OP_KICK_JOB, m.id).code, R_KICKED, "step %d", step);
+            MREADY[NMREADY++] = m;
+        } else if (NMRES) {
+            struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
+            cr_assert_eq(byid(s, OP_DELETE, m.id).code, R_DELETED, "step %d", step);
+        }
+        if (step % 17 == 0) {
+            struct reply pk = op(s, OP_PEEK_READY);
+            if (NMREADY) {
+                cr_assert_eq(pk.code, R_FOUND, "step %d", step);
+                cr_assert_eq(pk.id, MREADY[model_best()].id, "step %d", step);
+            } else {
+                cr_assert_eq(pk.code, R_NOT_FOUND, "step %d", step);
+            }
+            cr_assert_eq(statn(s, "current-jobs-ready"), NMREADY, "step %d", step);
+        }
+    }
+    /* Drain: every ready job comes out in model order. */
+    while (NMREADY) {
+        struct mjob m = model_take(MREADY, &NMREADY, model_best());
+        struct reply rr = rwt(s, 0);
+        cr_assert_eq(rr.code, R_RESERVED);
+        cr_assert_eq(rr.id, m.id);
+        cr_assert_eq(byid(s, OP_DELETE, m.id).code, R_DELETED);
+    }
+    cr_assert_eq(rwt(s, 0).code, R_TIMED_OUT);
+}
+
 /* ---- recovery ----------------------------------------------------------- */
 
 /* Owned copies of every record, as the log would keep them. */
