@@ -17,7 +17,8 @@
  * - tubes exist while referenced: by jobs, users, watchers or waiters;
  *   "default" always exists.
  * Invariants: job ids only grow; every job is in exactly one of: a tube's ready
- * heap, a tube's delayed heap, the reserved heap, a tube's buried list.
+ * run or ready heap, a tube's delayed heap, the reserved heap, a tube's buried
+ * list.
  * Every timer-driven change happens in engine_tick(); engine_next_wakeup()
  * tells the caller when to call it next.
  */
