@@ -315,8 +315,9 @@ static void job_setpos(void *x, size_t pos) { ((struct job *)x)->hpos = (uint32_
  * Invariants: the best ready job is the better of the run's first job and
  * the heap's top; a job in the run has inrun set and its slot in hpos; a
  * job taken out of the middle leaves a NULL hole, but the run's first and
- * last slots always hold a job (or the run is empty), and holes never
- * outnumber jobs by more than RUN_SLACK. */
+ * last slots always hold a job (or the run is empty), and after a removal
+ * holes outnumber jobs by at most RUN_SLACK (unless memory ran out). Every
+ * rebuild of the ring follows enough appends or removals to pay for it. */
 #define RUN_MIN 16
 #define RUN_SLACK 32
 #define RUN_MAX ((size_t)1 << 31) /* slots: a slot index fits hpos */
@@ -367,8 +368,10 @@ static int ready_insert(struct tube *t, struct job *j)
     bool fits = !last || (j->pri == last->pri && j->id > last->id);
     if (fits && t->rlen == t->rcap) {
         size_t cap = t->rcap ? t->rcap * 2 : RUN_MIN;
-        if (t->rlen - t->rlive > RUN_SLACK)
-            cap = t->rcap;       /* full of holes: squeezing them out is enough */
+        /* A quarter holes: squeezing them out is enough, and frees so many
+         * slots that the next squeeze is as many appends away. */
+        if (t->rcap && t->rlen - t->rlive >= t->rcap / 4)
+            cap = t->rcap;
         if (cap > RUN_MAX || run_rebuild(t, cap) < 0)
             fits = false;
     }
@@ -401,15 +404,11 @@ static void ready_remove(struct tube *t, struct job *j)
     while (t->rlen && !*run_slot(t, t->rlen - 1))
         t->rlen--;
     if (!t->rlive) {
-        if (t->rcap > RUN_MIN * 4) {
-            free(t->run);        /* a drained burst gives its memory back */
-            t->run = NULL;
-            t->rcap = 0;
-        }
-        t->rhead = t->rlen = 0;
+        t->rhead = t->rlen = 0;  /* the ring shrank on the way down */
         return;
     }
-    /* Too many holes, or a ring far too big for what is left: squeeze. */
+    /* Too many holes, or a ring far too big for what is left: squeeze (a
+     * drained burst gives its memory back on the way down). */
     size_t cap = t->rcap;
     while (cap > RUN_MIN && cap / 4 >= t->rlive)
         cap /= 2;

@@ -1160,11 +1160,17 @@ Test(engine, reserve_order_matches_a_model_through_runs_holes_and_bursts)
     struct session *s = sess();
     NMREADY = NMRES = NMBURIED = 0;
     for (int step = 0; step < 40000; step++) {
-        /* Bursts: long stretches of puts, then of reserves, so the run grows,
-         * drains and gives its memory back, over and over. */
-        int phase = (step / 3000) % 2;
+        /* Phases: mostly puts (the run grows), then puts and deletes from
+         * the middle (holes, squeezed out), then mostly reserves (the run
+         * drains and shrinks), over and over. */
+        int phase = (step / 2000) % 3;
+        bool draining = phase == 2;
         uint64_t r = rnd() % 100;
-        if (r < (phase ? 25u : 55u)) {
+        if (phase == 1)          /* puts and deletes of ready jobs */
+            r = r < 48 ? 0 : r < 96 ? 75 : r;
+        if (draining)            /* few puts; reserves, most then deleted */
+            r = r < 5 ? 0 : r < 85 ? 60 : r < 93 ? 75 : 80;
+        if (r < 55) {
             if (NMREADY + NMRES + NMBURIED >= 8000)
                 continue;
             /* Mostly one priority (the run), sometimes a lower or higher one. */
@@ -1181,7 +1187,10 @@ Test(engine, reserve_order_matches_a_model_through_runs_holes_and_bursts)
             cr_assert_eq(rr.code, R_RESERVED, "step %d", step);
             cr_assert_eq(rr.id, m.id, "step %d: reserved %llu, expected %llu", step,
                          (unsigned long long)rr.id, (unsigned long long)m.id);
-            MRES[NMRES++] = m;
+            if (draining && rnd() % 5)
+                cr_assert_eq(byid(s, OP_DELETE, m.id).code, R_DELETED, "step %d", step);
+            else
+                MRES[NMRES++] = m;
         } else if (r < 78 && NMREADY) {
             /* Delete a ready job anywhere: a hole in the run, or a heap removal. */
             struct mjob m = model_take(MREADY, &NMREADY, rnd() % NMREADY);
