@@ -324,6 +324,35 @@ static bool on_compact(void *ctx, uint32_t seg, size_t budget)
     return engine_compact(srv->engine, seg, budget);
 }
 
+/* The log synced (or failed): writes the replies that may go now, or turns
+ * held replies into errors. */
+static void release_held(struct server *srv)
+{
+    static bool reported;
+
+    int err = wal_failed(srv->wal);
+    if (err && !reported) {
+        dk_log(DK_LOG_ERROR, "write-ahead log failed: %s; refusing writes until restart",
+               strerror(err));
+        reported = true;
+    }
+    page_bodies(srv);
+    uint64_t synced = wal_synced(srv->wal);
+    /* Detach the list first: running a connection can hold new replies. */
+    struct conn *c = srv->held;
+    srv->held = NULL;
+    while (c) {
+        struct conn *next = c->hnext;
+        c->held = false;
+        c->hnext = NULL;
+        if (!conn_release_held(c, synced, err))
+            server_track_held(srv, c);
+        c = next;
+    }
+}
+
+#define SOLO_SYNCS 4           /* syncs for one connection in a row before syncing inline */
+
 /* Hands the loop turn's records to the log and, under fsync=always, asks for
  * a sync up to the newest record a held reply waits for. Records nobody
  * waits for (reservations) are written but not synced on their own. A sync
@@ -335,8 +364,20 @@ static void commit(struct server *srv)
     uint64_t want = 0;
     if (srv->hold_replies && srv->want > srv->asked)
         want = srv->asked = srv->want;
-    wal_commit(srv->wal, want);
+    /* One connection at a time waiting for the log (one worker, a quiet
+     * server): it would wait for two thread wake-ups besides the fdatasync,
+     * and the loop has nothing else to do meanwhile, so sync here if the
+     * writer is idle (records nobody waits for are only written here).
+     * Only after a few such syncs in a row: with several connections busy,
+     * the writer's sync runs while the loop serves the others. */
+    bool one = !srv->held || !srv->held->hnext;
+    if (want)
+        srv->solo = one ? srv->solo + (srv->solo < SOLO_SYNCS) : 0;
+    bool lone = one && srv->solo >= SOLO_SYNCS;
+    bool synced = wal_commit(srv->wal, want, lone);
     page_bodies(srv); /* fsync=never and MS: written already */
+    if (synced)
+        release_held(srv);
 }
 
 /* Whether commit() has something to do. */
@@ -617,30 +658,11 @@ void server_track_held(struct server *srv, struct conn *c)
 static void on_wal(evutil_socket_t fd, short what, void *arg)
 {
     struct server *srv = arg;
-    static bool reported;
 
     (void)fd;
     (void)what;
     wal_event_ack(srv->wal);
-    int err = wal_failed(srv->wal);
-    if (err && !reported) {
-        dk_log(DK_LOG_ERROR, "write-ahead log failed: %s; refusing writes until restart",
-               strerror(err));
-        reported = true;
-    }
-    page_bodies(srv);
-    uint64_t synced = wal_synced(srv->wal);
-    /* Detach the list first: running a connection can hold new replies. */
-    struct conn *c = srv->held;
-    srv->held = NULL;
-    while (c) {
-        struct conn *next = c->hnext;
-        c->held = false;
-        c->hnext = NULL;
-        if (!conn_release_held(c, synced, err))
-            server_track_held(srv, c);
-        c = next;
-    }
+    release_held(srv);
     server_rearm(srv);
 }
 

@@ -40,6 +40,7 @@ struct server {
     uint64_t reveal_seq;       /* last record appended other than a RESERVE */
     uint64_t want;             /* highest record a held reply waits for */
     uint64_t asked;            /* the last want handed to the log */
+    uint32_t solo;             /* syncs asked in a row while one connection waited */
     /* Bodies paged out to the log: JOB records not yet known written, in
      * order; once written, the job's body is read back from the log's
      * mapping instead of being kept in memory. See page_bodies(). */

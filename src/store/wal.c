@@ -545,47 +545,64 @@ static void *writer_main(void *arg)
 /* ---- appending ---------------------------------------------------------- */
 
 /* Under fsync=never and MS, a batch for the open segment is written here on
- * the server's thread while the writer sleeps (holding mu, so it cannot wake
- * into its own write): a write(2) to the page cache costs less than waking a
- * thread for it. Zeros to write ahead are left to the writer. Returns false
- * if the writer must take the batch. Under mu. */
-static bool write_inline(struct wal *w)
+ * the server's thread while the writer sleeps (holding mu, so the writer
+ * cannot wake into its own write): a write(2) to the page cache costs less
+ * than waking a thread for it. Under fsync=always the same happens for a
+ * caller that would rather wait than hand over (wal_commit's wait), and with
+ * sync the batch is fdatasync'd here too: no wake-up of the writer and none
+ * back. Zeros to write ahead are left to the writer. Returns false if the
+ * writer must take the batch. Under mu. */
+static bool write_inline(struct wal *w, bool sync)
 {
-    if (w->cfg.fsync == WAL_FSYNC_ALWAYS || !w->idle || w->nq || w->ndels || w->fd < 0 ||
-        w->fd_seg != w->out_seg || needs_room(w, w->out.len) || atomic_load(&w->failed))
+    if ((sync && w->cfg.fsync != WAL_FSYNC_ALWAYS) || !w->idle || w->nq || w->ndels ||
+        w->fd < 0 || w->fd_seg != w->out_seg || needs_room(w, w->out.len) ||
+        atomic_load(&w->failed))
         return false;
+    bool was_dirty = w->dirty;
     int rc = seg_write(w, w->out.data, w->out.len);
+    if (rc == 0 && w->out.len) {
+        w->dirty = true;
+        w->dirty_seq = w->appended;
+        w->unchecked += w->out.len;
+        atomic_store(&w->written_seq, w->appended);
+    }
+    if (rc == 0 && sync && w->dirty && (rc = sync_fd(w, w->fd)) == 0) {
+        w->dirty = false;
+        w->last_sync_ms = mono_ms();
+    }
     if (rc < 0) {
         fail(w, -rc);
         notify(w);
         return true; /* the log has failed: nothing more will be written */
     }
-    bool was_dirty = w->dirty;
-    w->dirty = true;
-    w->dirty_seq = w->appended;
-    w->unchecked += w->out.len;
-    atomic_store(&w->written_seq, w->appended);
-    atomic_store(&w->synced, w->appended); /* written to the kernel */
+    /* never and MS: written to the kernel; always: synced, or else (records
+     * nobody waits for) synced with the next sync. */
+    if (w->cfg.fsync != WAL_FSYNC_ALWAYS || sync)
+        atomic_store(&w->synced, w->dirty_seq);
     buf_clear(&w->out);
     maybe_check_space(w);
-    if (!was_dirty && w->cfg.fsync > 0)
+    if (!was_dirty && w->dirty && w->cfg.fsync > 0)
         pthread_cond_signal(&w->cv); /* start the interval's clock */
     return true;
 }
 
-void wal_commit(struct wal *w, uint64_t want)
+bool wal_commit(struct wal *w, uint64_t want, bool wait)
 {
     if (!w)
-        return;
+        return false;
     bool have = w->out.len > 0;
     if (w->cfg.fsync != WAL_FSYNC_ALWAYS || want <= w->want_sent)
         want = 0;
     if (!have && !want)
-        return;
+        return false;
+    bool always = w->cfg.fsync == WAL_FSYNC_ALWAYS;
+    bool sync = always && want && wait;
     pthread_mutex_lock(&w->mu);
-    if (have && write_inline(w)) {
+    if ((have || sync) && (!always || wait) && write_inline(w, sync)) {
+        if (sync)
+            w->want = w->want_sent = want;
         pthread_mutex_unlock(&w->mu);
-        return;
+        return sync;
     }
     if (have) {
         if (!w->q && w->qspare) {
@@ -600,7 +617,7 @@ void wal_commit(struct wal *w, uint64_t want)
                 pthread_mutex_unlock(&w->mu);
                 fail(w, ENOMEM);
                 notify(w);
-                return;
+                return false;
             }
             w->q = p;
             w->capq = cap;
@@ -618,12 +635,13 @@ void wal_commit(struct wal *w, uint64_t want)
     if (w->idle)
         pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    return false;
 }
 
 void wal_flush(struct wal *w)
 {
     if (w)
-        wal_commit(w, w->appended);
+        wal_commit(w, w->appended, false);
 }
 
 

@@ -17,7 +17,9 @@
  * calls wal_commit() once per loop turn. Under fsync=always that hands the
  * batch to the writer, and the server learns through wal_event_fd() when
  * wal_synced() has moved: one fdatasync covers every record of a batch, so
- * many puts share one sync. Under never and MS the server's thread writes the
+ * many puts share one sync. A server with a single connection waiting may
+ * instead have an idle writer's job done on its own thread (wal_commit's
+ * wait), under the mutex, sparing two thread wake-ups. Under never and MS the server's thread writes the
  * batch itself while the writer sleeps (both under the mutex, so the two
  * never write at once); the writer syncs on the policy's clock and starts
  * segments. Mappings for reading bodies back (wal_body_at) are the server
@@ -114,9 +116,14 @@ uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg);
  * under fsync=always asks it to make every record up to want durable (0: no
  * new wish; the records are written, and synced with the next wish). The
  * writer is woken only if it sleeps; a sync already under way is not waited
- * for, so the caller decides how many replies one fdatasync covers. */
-void wal_commit(struct wal *w, uint64_t want);
-/* wal_commit(w, wal_appended(w)): everything appended so far. */
+ * for, so the caller decides how many replies one fdatasync covers.
+ * With wait (fsync=always), a caller that would rather block than wait for
+ * two thread wake-ups gets the write, and with a want the fdatasync, done on
+ * its own thread if the writer is idle with nothing queued; after a sync it
+ * returns true, and wal_synced() covers every record appended (or
+ * wal_failed() is set). */
+bool wal_commit(struct wal *w, uint64_t want, bool wait);
+/* wal_commit(w, wal_appended(w), false): everything appended so far. */
 void wal_flush(struct wal *w);
 
 /* The highest sequence number known durable (under fsync=always), or written
@@ -146,7 +153,7 @@ void wal_event_ack(struct wal *w);
  * Returns true if more compaction is due (call again next turn). */
 bool wal_maintain(struct wal *w, bool (*compact)(void *ctx, uint32_t seg, size_t budget),
                   void *ctx);
-/* True if records were appended since the last wal_flush(). */
+/* True if records were appended since the last wal_commit(). */
 bool wal_has_pending(const struct wal *w);
 
 void wal_get_stats(const struct wal *w, struct wal_stats *out);

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -579,8 +580,11 @@ static ssize_t fake_write(int fd, const void *p, size_t n)
     return write(fd, p, n);
 }
 
+static pthread_t SYNC_THREAD; /* the thread of the last fdatasync */
+
 static int fake_fdatasync(int fd)
 {
+    SYNC_THREAD = pthread_self();
     int k = ++SYNCS;
     if (k == FAIL_SYNC_AT) {
         errno = FAIL_ERRNO;
@@ -715,17 +719,65 @@ Test(wal, a_batch_nobody_waits_for_is_written_but_not_synced)
     int writes = WRITES, syncs = SYNCS;
     r = job_rec(2, 50);
     uint64_t second = wal_append(w, &r, NULL);
-    wal_commit(w, 0);
+    wal_commit(w, 0, false);
     for (int i = 0; i < 2000 && WRITES == writes; i++)
         usleep(1000);
     usleep(20000);
     cr_assert_eq(WRITES, writes + 1, "the record was written");
     cr_assert_eq(SYNCS, syncs, "but not synced");
     cr_assert_eq(wal_synced(w), first);
-    wal_commit(w, second);
+    wal_commit(w, second, false);
     wait_synced(w, second);
     cr_assert_eq(wal_synced(w), second);
     cr_assert_eq(SYNCS, syncs + 1);
+    wal_close(w);
+}
+
+/* fsync=always with wait: while the writer sleeps, the caller's thread
+ * writes and syncs the batch itself, and wal_synced() covers it on return.
+ * Records nobody waits for are written there too, and synced with the next
+ * sync; a failed sync on the caller's thread is sticky and reports nothing
+ * synced. */
+Test(wal, always_with_wait_syncs_on_the_callers_thread)
+{
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_ALWAYS);
+    wait_synced(w, append_jobs(w, 1, 10, 30));
+    usleep(20000); /* the writer goes to sleep */
+    int writes = WRITES, syncs = SYNCS;
+    struct rec r = job_rec(11, 40);
+    uint64_t a = wal_append(w, &r, NULL);
+    cr_assert(wal_commit(w, a, true));
+    cr_assert_eq(wal_synced(w), a);
+    cr_assert_eq(WRITES, writes + 1);
+    cr_assert_eq(SYNCS, syncs + 1);
+    cr_assert(pthread_equal(SYNC_THREAD, pthread_self()), "synced on the caller's thread");
+
+    /* No reply waits (a reservation): written here, not synced. */
+    r = job_rec(12, 40);
+    uint64_t b = wal_append(w, &r, NULL);
+    cr_assert_not(wal_commit(w, 0, true));
+    cr_assert_eq(WRITES, writes + 2, "written on the caller's thread");
+    usleep(20000);
+    cr_assert_eq(SYNCS, syncs + 1, "not synced");
+    cr_assert_eq(wal_synced(w), a);
+
+    /* Wanted without wait: the writer syncs it, and the one before. */
+    r = job_rec(13, 40);
+    uint64_t c = wal_append(w, &r, NULL);
+    cr_assert_not(wal_commit(w, c, false));
+    wait_synced(w, c);
+    cr_assert_eq(wal_synced(w), c, "a wanted record is synced");
+    cr_assert(b < c);
+    usleep(20000);
+
+    /* A failed sync on the caller's thread. */
+    FAIL_SYNC_AT = SYNCS + 1;
+    r = job_rec(14, 40);
+    uint64_t d = wal_append(w, &r, NULL);
+    cr_assert(wal_commit(w, d, true));
+    cr_assert_eq(wal_failed(w), EIO);
+    cr_assert_eq(wal_synced(w), c, "nothing past the last good sync");
     wal_close(w);
 }
 
