@@ -451,8 +451,11 @@ static void maybe_check_space(struct wal *w)
  * written records that a reply now waits for. Under mu. */
 static bool writer_has_work(const struct wal *w)
 {
+    /* After a failure nothing more is synced: a wish to sync is no work (it
+     * would have the writer spin through empty batches). */
     return w->nq || w->ndels || w->stop ||
-           (w->cfg.fsync == WAL_FSYNC_ALWAYS && w->dirty && w->want > atomic_load(&w->synced));
+           (w->cfg.fsync == WAL_FSYNC_ALWAYS && w->dirty && w->want > atomic_load(&w->synced) &&
+            !atomic_load(&w->failed));
 }
 
 /* Waits on cv, until deadline_ms (monotonic, 0: none). Under mu. Returns
@@ -573,6 +576,7 @@ static bool write_inline(struct wal *w, bool sync)
     if (rc < 0) {
         fail(w, -rc);
         notify(w);
+        buf_clear(&w->out);
         return true; /* the log has failed: nothing more will be written */
     }
     /* never and MS: written to the kernel; always: synced, or else (records

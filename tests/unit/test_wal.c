@@ -566,8 +566,14 @@ Test(wal, an_incomplete_last_segment_header_is_removed)
 
 static atomic_int WRITES, SYNCS, FAIL_WRITE_AT, FAIL_SYNC_AT, FAIL_ERRNO, SHORT_WRITE;
 
+/* Which thread wrote and synced last: 1 the test's own (MAIN), 0 another
+ * (the writer). FAIL_SYNC_ON_MAIN fails fdatasyncs made on MAIN only. */
+static pthread_t MAIN;
+static atomic_int WRITE_ON_MAIN, SYNC_ON_MAIN, FAIL_SYNC_ON_MAIN;
+
 static ssize_t fake_write(int fd, const void *p, size_t n)
 {
+    WRITE_ON_MAIN = pthread_equal(pthread_self(), MAIN);
     int k = ++WRITES;
     if (k == FAIL_WRITE_AT) {
         if (SHORT_WRITE && n > 1) {
@@ -580,11 +586,14 @@ static ssize_t fake_write(int fd, const void *p, size_t n)
     return write(fd, p, n);
 }
 
-static pthread_t SYNC_THREAD; /* the thread of the last fdatasync */
-
 static int fake_fdatasync(int fd)
 {
-    SYNC_THREAD = pthread_self();
+    bool on_main = pthread_equal(pthread_self(), MAIN);
+    SYNC_ON_MAIN = on_main;
+    if (on_main && FAIL_SYNC_ON_MAIN) {
+        errno = EIO;
+        return -1;
+    }
     int k = ++SYNCS;
     if (k == FAIL_SYNC_AT) {
         errno = FAIL_ERRNO;
@@ -733,51 +742,111 @@ Test(wal, a_batch_nobody_waits_for_is_written_but_not_synced)
     wal_close(w);
 }
 
+/* Appends job *id (then counts it up) and commits it with wait, and with a
+ * want if want, until the test's thread did the work itself: the writer
+ * must be asleep for that, and a try that found it awake went to the writer
+ * instead. Returns the job's sequence number. */
+static uint64_t commit_on_main(struct wal *w, uint64_t *id, bool want)
+{
+    for (int tries = 0; tries < 400; tries++) {
+        usleep(5000);
+        WRITE_ON_MAIN = SYNC_ON_MAIN = -1;
+        int writes = WRITES;
+        struct rec r = job_rec((*id)++, 40);
+        uint64_t seq = wal_append(w, &r, NULL);
+        bool synced = wal_commit(w, want ? seq : 0, true);
+        if (want ? synced && SYNC_ON_MAIN != 0 : WRITES == writes + 1 && WRITE_ON_MAIN == 1)
+            return seq;
+        if (want)
+            wait_synced(w, seq);
+    }
+    cr_assert_fail("the writer never slept");
+    return 0;
+}
+
 /* fsync=always with wait: while the writer sleeps, the caller's thread
  * writes and syncs the batch itself, and wal_synced() covers it on return.
- * Records nobody waits for are written there too, and synced with the next
- * sync; a failed sync on the caller's thread is sticky and reports nothing
- * synced. */
+ * Records nobody waits for are written there too and synced with the next
+ * sync, which the caller's thread makes if the writer sleeps. A failed sync
+ * on the caller's thread is sticky and reports nothing more synced. */
 Test(wal, always_with_wait_syncs_on_the_callers_thread)
 {
     struct wal_config cfg;
+    MAIN = pthread_self();
     struct wal *w = start_counted(&cfg, WAL_FSYNC_ALWAYS);
-    wait_synced(w, append_jobs(w, 1, 10, 30));
-    usleep(20000); /* the writer goes to sleep */
-    int writes = WRITES, syncs = SYNCS;
-    struct rec r = job_rec(11, 40);
-    uint64_t a = wal_append(w, &r, NULL);
-    cr_assert(wal_commit(w, a, true));
+    uint64_t id = 1;
+    wait_synced(w, append_jobs(w, id, 10, 30));
+    id += 10;
+
+    int syncs = SYNCS;
+    uint64_t a = commit_on_main(w, &id, true);
     cr_assert_eq(wal_synced(w), a);
-    cr_assert_eq(WRITES, writes + 1);
-    cr_assert_eq(SYNCS, syncs + 1);
-    cr_assert(pthread_equal(SYNC_THREAD, pthread_self()), "synced on the caller's thread");
+    cr_assert_eq(SYNC_ON_MAIN, 1, "synced on the caller's thread");
+    cr_assert_geq(SYNCS, syncs + 1);
 
     /* No reply waits (a reservation): written here, not synced. */
-    r = job_rec(12, 40);
-    uint64_t b = wal_append(w, &r, NULL);
-    cr_assert_not(wal_commit(w, 0, true));
-    cr_assert_eq(WRITES, writes + 2, "written on the caller's thread");
+    syncs = SYNCS;
+    uint64_t b = commit_on_main(w, &id, false);
     usleep(20000);
-    cr_assert_eq(SYNCS, syncs + 1, "not synced");
-    cr_assert_eq(wal_synced(w), a);
+    cr_assert_eq(SYNCS, syncs, "not synced");
+    cr_assert_lt(wal_synced(w), b);
 
-    /* Wanted without wait: the writer syncs it, and the one before. */
-    r = job_rec(13, 40);
+    /* A want for records already written: the caller's thread syncs them,
+     * with nothing new to write. */
+    uint64_t x = b;
+    bool done = false;
+    for (int tries = 0; tries < 400 && !done; tries++) {
+        usleep(5000);
+        int writes = WRITES;
+        SYNC_ON_MAIN = -1;
+        done = wal_commit(w, x, true);
+        if (done) {
+            cr_assert_eq(wal_synced(w), x);
+            cr_assert_eq(SYNC_ON_MAIN, 1);
+            cr_assert_eq(WRITES, writes, "nothing to write");
+        } else {
+            wait_synced(w, x);
+            x = commit_on_main(w, &id, false);
+        }
+    }
+    cr_assert(done, "the writer never slept");
+
+    /* Wanted without wait: the writer syncs it. */
+    struct rec r = job_rec(id++, 40);
     uint64_t c = wal_append(w, &r, NULL);
     cr_assert_not(wal_commit(w, c, false));
     wait_synced(w, c);
     cr_assert_eq(wal_synced(w), c, "a wanted record is synced");
-    cr_assert(b < c);
-    usleep(20000);
+    cr_assert_eq(SYNC_ON_MAIN, 0, "by the writer");
 
     /* A failed sync on the caller's thread. */
-    FAIL_SYNC_AT = SYNCS + 1;
-    r = job_rec(14, 40);
-    uint64_t d = wal_append(w, &r, NULL);
-    cr_assert(wal_commit(w, d, true));
+    FAIL_SYNC_ON_MAIN = 1;
+    uint64_t good = wal_synced(w);
+    commit_on_main(w, &id, true);
+    FAIL_SYNC_ON_MAIN = 0;
     cr_assert_eq(wal_failed(w), EIO);
-    cr_assert_eq(wal_synced(w), c, "nothing past the last good sync");
+    cr_assert_eq(wal_synced(w), good, "nothing past the last good sync");
+    wal_close(w);
+}
+
+/* After its fdatasync fails, the writer still has records a reply wanted
+ * synced; it must go to sleep, not loop on a sync it will never make. */
+Test(wal, a_failed_sync_leaves_the_writer_asleep)
+{
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_ALWAYS);
+    wait_synced(w, append_jobs(w, 1, 10, 30));
+    FAIL_SYNC_AT = SYNCS + 1;
+    uint64_t last = append_jobs(w, 11, 10, 30);
+    wait_synced(w, last);
+    cr_assert_eq(wal_failed(w), EIO);
+    usleep(20000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+    usleep(300000);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    cr_assert_lt(ms, 60.0, "%.1f ms of CPU in the 300 ms after the failure", ms);
     wal_close(w);
 }
 
