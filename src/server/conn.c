@@ -19,7 +19,6 @@
 #include "server.h"
 #include "xalloc.h"
 
-
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void run(struct conn *c);
 static void on_write(evutil_socket_t fd, short what, void *arg);
