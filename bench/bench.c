@@ -821,7 +821,6 @@ static int run_rtt(struct run *r)
     return check(r);
 }
 
-/* Prints a TCP port that was free on 127.0.0.1 a moment ago. */
 /* --fill TUBES: puts o->jobs jobs delayed by an hour, spread evenly over
  * TUBES tubes "fill-0".. (one `use` per tube, its jobs after it), on one
  * connection, 256 commands per batch; used to show that put, reserve and
@@ -898,6 +897,7 @@ static int fill(const struct opts *o, long tubes)
     return 0;
 }
 
+/* Prints a TCP port that was free on 127.0.0.1 a moment ago. */
 static int free_port(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -1155,6 +1155,18 @@ static struct mjob model_take(struct mjob *a, size_t *n, size_t i)
     return m;
 }
 
+/* Releases or buries (o) a random reserved job with a random priority and
+ * moves it to list to. */
+static void model_move(struct session *s, enum op o, enum rcode code, struct mjob *to,
+                       size_t *nto, int step)
+{
+    struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
+    m.pri = (uint32_t)(rnd() % 200);
+    struct reply rr = run(s, (struct cmd){.op = o, .id = m.id, .pri = m.pri});
+    cr_assert_eq(rr.code, code, "step %d", step);
+    to[(*nto)++] = m;
+}
+
 Test(engine, reserve_order_matches_a_model_through_runs_holes_and_bursts)
 {
     struct session *s = sess();
@@ -1196,17 +1208,9 @@ Test(engine, reserve_order_matches_a_model_through_runs_holes_and_bursts)
             struct mjob m = model_take(MREADY, &NMREADY, rnd() % NMREADY);
             cr_assert_eq(byid(s, OP_DELETE, m.id).code, R_DELETED, "step %d", step);
         } else if (r < 88 && NMRES) {
-            struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
-            m.pri = (uint32_t)(rnd() % 200);
-            struct reply rr = run(s, (struct cmd){.op = OP_RELEASE, .id = m.id, .pri = m.pri});
-            cr_assert_eq(rr.code, R_RELEASED, "step %d", step);
-            MREADY[NMREADY++] = m;
+            model_move(s, OP_RELEASE, R_RELEASED, MREADY, &NMREADY, step);
         } else if (r < 93 && NMRES) {
-            struct mjob m = model_take(MRES, &NMRES, rnd() % NMRES);
-            m.pri = (uint32_t)(rnd() % 200);
-            struct reply rr = run(s, (struct cmd){.op = OP_BURY, .id = m.id, .pri = m.pri});
-            cr_assert_eq(rr.code, R_BURIED, "step %d", step);
-            MBURIED[NMBURIED++] = m;
+            model_move(s, OP_BURY, R_BURIED, MBURIED, &NMBURIED, step);
         } else if (r < 96 && NMBURIED) {
             struct mjob m = model_take(MBURIED, &NMBURIED, rnd() % NMBURIED);
             cr_assert_eq(byid(s, OP_KICK_JOB, m.id).code, R_KICKED, "step %d", step);
