@@ -277,7 +277,8 @@ static void quit(struct conn *c, uint64_t now)
     engine_session_close(c->srv->engine, c->s, now);
     c->s = NULL;
     c->closing = true;
-    buf_destroy(&c->in);
+    buf_clear(&c->in); /* input after quit is never read */
+    give_back(c->srv, &c->in);
 }
 
 static void exec(struct conn *c, const struct cmd *cmd)
