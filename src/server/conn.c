@@ -180,7 +180,7 @@ static void put_reply(struct conn *c, const struct reply *r)
     xcheck(bs_write_reply(&c->out, r), "reply");
 }
 
-/* Queues r; with seq > 0 it stays unwritten until the log syncs seq. */
+/* Queues r; with seq > 0 it stays unwritten until the log covers seq. */
 static void put_reply_held(struct conn *c, const struct reply *r, uint64_t seq, enum rcode fail)
 {
     uint64_t start = c->sent + buf_used(&c->out);
@@ -329,6 +329,19 @@ bool conn_release_held(struct conn *c, uint64_t synced, int err)
     return c->closed || c->nholds == 0;
 }
 
+/* Under fsync=never and MS, held replies wait only for a write(2) of the
+ * log, which the loop's thread mostly makes itself: make it now, so that
+ * this connection's replies go out without waiting for the end of the loop
+ * turn. (The server's list of held connections drops c at the turn's end.) */
+static void release_written(struct conn *c)
+{
+    uint64_t covered = server_write_log(c->srv);
+    while (c->hfirst < c->nholds && c->holds[c->hfirst].seq <= covered)
+        c->hfirst++;
+    if (c->hfirst == c->nholds)
+        c->hfirst = c->nholds = 0;
+}
+
 /* Parses and runs at most one command from the input buffer.
  * Returns true if it made progress and may be called again, false when it
  * needs more input. */
@@ -471,7 +484,7 @@ static void update(struct conn *c)
     bool rd = !c->eof && !c->closing && !out_full(c) && buf_used(&c->in) < in_limit(c);
     want(c->ev_read, &c->reading, rd);
     /* Bytes behind a held reply cannot go yet: waiting for "writable" then
-     * would only spin the loop until the log syncs. */
+     * would only spin the loop until the log covers them. */
     want(c->ev_write, &c->writing, writable(c) > 0);
     /* An idle connection keeps no input buffer: thousands of them are normal. */
     if (buf_used(&c->in) == 0)
@@ -485,6 +498,8 @@ static void run(struct conn *c)
 {
     if (!c->closed)
         process(c);
+    if (!c->closed && c->hfirst < c->nholds)
+        release_written(c);
     if (!c->closed)
         flush(c);
     if (!c->closed)

@@ -18,12 +18,14 @@
  * - while more than server.out_cap bytes wait to be written, the connection
  *   neither reads nor runs commands (backpressure on slow readers);
  * - engine calls happen only from loop callbacks, never from the deliver hook;
- * - under fsync=always a reply to put, delete, release, bury, kick, kick-job or
- *   pause-tube, and everything after it, is written only once the log has
- *   synced its record; a reply that shows a job (reserve, peek, stats-job)
- *   waits for every record appended before it, so no client ever sees a job,
- *   or its id, that a crash could take back; if the log fails first, an error
- *   reply replaces a held one.
+ * - with a log, a reply to put, delete, release, bury, kick, kick-job or
+ *   pause-tube, and everything after it, is written only once the log covers
+ *   its record: synced under fsync=always, written to the kernel under never
+ *   and MS (so that a crash of docketd alone takes nothing back); a reply
+ *   that shows a job (reserve, peek, stats-job) waits for every record
+ *   appended before it, so no client ever sees a job, or its id, that a crash
+ *   could take back; if the log fails first, an error reply replaces a held
+ *   one.
  */
 #ifndef DK_CONN_H
 #define DK_CONN_H
@@ -43,11 +45,11 @@
 struct server;
 struct session;
 
-/* A reply that may not be written before the log record it reports on is
- * synced (fsync=always). Offsets count every byte ever queued on the conn. */
+/* A reply that may not be written before the log covers the record it
+ * reports on (see above). Offsets count every byte ever queued on the conn. */
 struct hold {
     uint64_t start, end;       /* the reply's bytes in the output stream */
-    uint64_t seq;              /* log record that must be synced first */
+    uint64_t seq;              /* log record that must be covered first */
     enum rcode fail;           /* the reply sent instead if the log fails */
 };
 
@@ -59,7 +61,7 @@ struct conn {
     struct buf in;             /* read, not yet consumed by the parser */
     struct buf out;            /* reply bytes not yet written */
     uint64_t sent;             /* bytes written so far: out's first byte is at this offset */
-    struct hold *holds;        /* replies waiting for a sync, in output order */
+    struct hold *holds;        /* replies waiting for the log, in output order */
     size_t hfirst, nholds, capholds;
     bool held;                 /* on server.held */
     struct conn *hnext;        /* server.held */
@@ -90,9 +92,9 @@ void conn_free(struct conn *c);
 /* Frees the server's pool of idle input buffers (at shutdown). */
 void conn_pool_free(struct server *srv);
 
-/* The log synced up to seq `synced` (or failed with errno err): writes the
- * replies that may go now, or turns held replies into errors. Returns true
- * when nothing is held any more. */
+/* The log covers records up to seq `synced` (wal_synced()), or failed with
+ * errno err: writes the replies that may go now, or turns held replies into
+ * errors. Returns true when nothing is held any more. */
 bool conn_release_held(struct conn *c, uint64_t synced, int err);
 
 /* The engine's deliver hook for c: appends r's bytes to the output and

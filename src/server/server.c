@@ -338,6 +338,7 @@ static void release_held(struct server *srv)
     }
     page_bodies(srv);
     uint64_t synced = wal_synced(srv->wal);
+    srv->released = synced;
     /* Detach the list first: running a connection can hold new replies. */
     struct conn *c = srv->held;
     srv->held = NULL;
@@ -353,16 +354,18 @@ static void release_held(struct server *srv)
 
 #define SOLO_SYNCS 4           /* syncs for one connection in a row before syncing inline */
 
-/* Hands the loop turn's records to the log and, under fsync=always, asks for
- * a sync up to the newest record a held reply waits for. Records nobody
- * waits for (reservations) are written but not synced on their own. A sync
- * asked while one runs starts when it ends, covering everything since. */
+/* Hands the loop turn's records to the log with the newest record a held
+ * reply waits for. Under fsync=always that asks for a sync up to it; records
+ * nobody waits for (reservations) are written but not synced on their own,
+ * and a sync asked while one runs starts when it ends, covering everything
+ * since. Under never and MS the records are written now, mostly on this
+ * thread, and the replies go out once they are. */
 static void commit(struct server *srv)
 {
     if (!srv->wal)
         return;
     uint64_t want = 0;
-    if (srv->hold_replies && srv->want > srv->asked)
+    if (srv->want > srv->asked)
         want = srv->asked = srv->want;
     /* One connection at a time waiting for the log (one worker, a quiet
      * server): it would wait for two thread wake-ups besides the fdatasync,
@@ -376,15 +379,34 @@ static void commit(struct server *srv)
     bool lone = one && srv->solo >= SOLO_SYNCS;
     bool synced = wal_commit(srv->wal, want, lone);
     page_bodies(srv); /* fsync=never and MS: written already */
-    if (synced)
+    /* Also if the writer moved wal_synced() before this turn's want reached
+     * it: it may then not have poked the eventfd for the replies held. And
+     * once the log has failed, replies held since (one showing a job whose
+     * record was lost) get their error reply now: no poke will come. */
+    if (synced || wal_synced(srv->wal) > srv->released || (srv->held && wal_failed(srv->wal)))
         release_held(srv);
+}
+
+uint64_t server_write_log(struct server *srv)
+{
+    if (!srv->wal || srv->cfg->fsync == CONFIG_FSYNC_ALWAYS)
+        return 0;
+    if (wal_has_pending(srv->wal)) {
+        uint64_t want = 0;
+        if (srv->want > srv->asked)
+            want = srv->asked = srv->want;
+        wal_commit(srv->wal, want, false);
+        page_bodies(srv);
+    }
+    return wal_failed(srv->wal) ? 0 : wal_synced(srv->wal);
 }
 
 /* Whether commit() has something to do. */
 static bool commit_due(const struct server *srv)
 {
     return srv->wal &&
-           (wal_has_pending(srv->wal) || (srv->hold_replies && srv->want > srv->asked));
+           (wal_has_pending(srv->wal) || srv->want > srv->asked ||
+            (srv->held && (wal_synced(srv->wal) > srv->released || wal_failed(srv->wal))));
 }
 
 /* Runs after the callbacks that were already pending when the loop turn's
@@ -611,7 +633,7 @@ uint64_t server_appended(const struct server *srv)
 
 uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before)
 {
-    if (!srv->hold_replies)
+    if (!srv->wal)
         return 0;
     uint64_t now = wal_appended(srv->wal);
     return now > appended_before && now > wal_synced(srv->wal) ? now : 0;
@@ -619,7 +641,7 @@ uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before)
 
 uint64_t server_hold_before(const struct server *srv, uint64_t reveal_before)
 {
-    if (!srv->hold_replies)
+    if (!srv->wal)
         return 0;
     return reveal_before > wal_synced(srv->wal) ? reveal_before : 0;
 }
@@ -734,7 +756,6 @@ int server_open_log(struct server *srv)
            (double)(server_now() - t0) / 1e9,
            cfg->fsync == CONFIG_FSYNC_ALWAYS ? "always"
            : cfg->fsync == CONFIG_FSYNC_NEVER ? "never" : "on an interval");
-    srv->hold_replies = cfg->fsync == CONFIG_FSYNC_ALWAYS;
     srv->wal_ev = event_new(srv->base, wal_event_fd(w), EV_READ | EV_PERSIST, on_wal, srv);
     srv->flush_ev = event_new(srv->base, -1, 0, on_flush, srv);
     if (!srv->wal_ev || !srv->flush_ev || event_add(srv->wal_ev, NULL) < 0)

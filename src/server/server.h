@@ -34,9 +34,11 @@ struct server {
     struct event *wal_ev;      /* the log's eventfd: a sync finished or the log failed */
     struct event *flush_ev;    /* hands a loop turn's records to the log's writer */
     bool flush_pending;        /* flush_ev is active */
-    bool hold_replies;         /* fsync=always: replies wait for the sync covering them */
-    struct conn *held;         /* connections with replies waiting for a sync */
-    /* Group commit (fsync=always): which records a sync must cover. */
+    /* With a log, replies that promise durability wait for the sync
+     * (always) or the write (never, MS) covering their records. */
+    struct conn *held;         /* connections with replies waiting for the log */
+    uint64_t released;         /* wal_synced() when held replies were last released */
+    /* Group commit: which records a sync (or under never and MS, a write) must cover. */
     uint64_t reveal_seq;       /* last record appended other than a RESERVE */
     uint64_t want;             /* highest record a held reply waits for */
     uint64_t asked;            /* the last want handed to the log */
@@ -112,6 +114,11 @@ uint64_t server_hold_seq(const struct server *srv, uint64_t appended_before);
 uint64_t server_hold_before(const struct server *srv, uint64_t reveal_before);
 /* The last log record appended (0 without a log). */
 uint64_t server_appended(const struct server *srv);
+/* Under fsync=never and MS: writes the records appended so far now, rather
+ * than at the end of the loop turn, so that a connection's held replies can
+ * go at once. Returns what wal_synced() covers (0 with nothing written, under
+ * fsync=always, or once the log has failed). */
+uint64_t server_write_log(struct server *srv);
 /* Marks c as having a reply held until record seq is synced. */
 void server_hold(struct server *srv, struct conn *c, uint64_t seq);
 /* Marks c as having replies held for a sync, or no longer. */

@@ -91,7 +91,9 @@ struct wal {
     size_t nspare;
     struct chunk *qspare;          /* a taken queue's array, kept for reuse */
     size_t capqspare;
-    uint64_t want;                 /* fsync=always: sync at least up to here */
+    uint64_t want;                 /* the newest record a held reply waits for: under
+                                    * always, sync at least up to here; under never
+                                    * and MS, tell the server once it is written */
     bool idle;                     /* the writer waits on cv */
     uint64_t *dels;                /* segments to unlink once what precedes them is synced */
     size_t ndels, capdels;
@@ -522,13 +524,16 @@ static void *writer_main(void *arg)
         int failed_before = atomic_load(&w->failed);
         write_batch(w, q, nq, dels, ndels, stop, want);
         maybe_check_space(w);
-        /* The server waits on the eventfd only for replies held until a
-         * sync, and for failures. */
-        if (atomic_load(&w->failed) != failed_before ||
-            (w->cfg.fsync == WAL_FSYNC_ALWAYS && atomic_load(&w->synced) != before))
-            notify(w);
-
         pthread_mutex_lock(&w->mu);
+        /* The server waits on the eventfd only for failures and for replies
+         * held until a sync (always) or a write (never, MS) covers them.
+         * want is read again: a reply may have been held while the batch was
+         * written (one that shows a job put earlier). A want handed over
+         * after this sees the new wal_synced() itself (wal_commit). */
+        uint64_t after = atomic_load(&w->synced);
+        if (atomic_load(&w->failed) != failed_before ||
+            (after != before && (w->cfg.fsync == WAL_FSYNC_ALWAYS || w->want > before)))
+            notify(w);
         for (size_t i = 0; i < nq; i++)
             recycle(w, &q[i].data);
         if (q && !w->qspare) {
@@ -595,7 +600,7 @@ bool wal_commit(struct wal *w, uint64_t want, bool wait)
     if (!w)
         return false;
     bool have = w->out.len > 0;
-    if (w->cfg.fsync != WAL_FSYNC_ALWAYS || want <= w->want_sent)
+    if (want <= w->want_sent)
         want = 0;
     if (!have && !want)
         return false;
@@ -603,10 +608,12 @@ bool wal_commit(struct wal *w, uint64_t want, bool wait)
     bool sync = always && want && wait;
     pthread_mutex_lock(&w->mu);
     if ((have || sync) && (!always || wait) && write_inline(w, sync)) {
-        if (sync)
+        if (want)
             w->want = w->want_sent = want;
         pthread_mutex_unlock(&w->mu);
-        return sync;
+        /* never and MS: every record is written now (or the log failed);
+         * always: synced if a sync was asked. */
+        return !always || sync;
     }
     if (have) {
         if (!w->q && w->qspare) {
@@ -671,6 +678,7 @@ uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg)
     if (!w->in_preamble && cur(w)->bytes > REC_HEADER_SIZE &&
         cur(w)->bytes + record_size(r) > w->cfg.segment_size && rotate(w) < 0) {
         fail(w, ENOMEM);
+        notify(w);
         return 0;
     }
     size_t before = w->out.len;

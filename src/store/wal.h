@@ -16,7 +16,7 @@
  * which is private. The server appends records as the engine emits them and
  * calls wal_commit() once per loop turn. Under fsync=always that hands the
  * batch to the writer, and the server learns through wal_event_fd() when
- * wal_synced() has moved: one fdatasync covers every record of a batch, so
+ * wal_synced() has moved for a reply it holds: one fdatasync covers every record of a batch, so
  * many puts share one sync. A server with a single connection waiting may
  * instead have an idle writer's job done on its own thread (wal_commit's
  * wait), under the mutex, sparing two thread wake-ups. Under never and MS the server's thread writes the
@@ -113,21 +113,29 @@ int wal_start(struct wal *w, void (*preamble)(void *ctx), void *ctx);
 uint64_t wal_append(struct wal *w, const struct rec *r, uint32_t *seg);
 
 /* Hands the records appended since the last call to the writer thread, and
- * under fsync=always asks it to make every record up to want durable (0: no
- * new wish; the records are written, and synced with the next wish). The
+ * names want, the newest record a held reply waits for (0: no new wish).
+ * Under fsync=always the writer makes every record up to want durable (the
+ * records nobody waits for are written, and synced with the next wish). The
  * writer is woken only if it sleeps; a sync already under way is not waited
  * for, so the caller decides how many replies one fdatasync covers.
  * With wait (fsync=always), a caller that would rather block than wait for
  * two thread wake-ups gets the write, and with a want the fdatasync, done on
- * its own thread if the writer is idle with nothing queued; after a sync it
- * returns true, and wal_synced() covers every record appended (or
- * wal_failed() is set). */
+ * its own thread if the writer is idle with nothing queued.
+ * Under never and MS the records are written here, on the caller's thread,
+ * unless the writer is busy or zeros must be written ahead first; then the
+ * writer writes them and, if want is among them, pokes wal_event_fd().
+ * Returns true when every record appended is covered by wal_synced() on
+ * return (written here: synced under always, written under never and MS),
+ * or wal_failed() is set. */
 bool wal_commit(struct wal *w, uint64_t want, bool wait);
 /* wal_commit(w, wal_appended(w), false): everything appended so far. */
 void wal_flush(struct wal *w);
 
 /* The highest sequence number known durable (under fsync=always), or written
- * to the kernel (other policies). */
+ * to the kernel (other policies). Replies that promise durability wait for
+ * it under every policy: under never and MS a reply is only sent once its
+ * records are in the kernel, so a crash of docketd alone loses nothing
+ * acknowledged. */
 uint64_t wal_synced(const struct wal *w);
 /* True if recovery accepted damage (--repair): the caller should rewrite
  * every live job (engine_snapshot_all) so the damaged segments can go. */

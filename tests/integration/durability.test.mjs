@@ -238,6 +238,34 @@ test('a reserved job comes back ready after kill -9 too, and deleted jobs stay d
     await srv.stop();
 });
 
+for (const fsync of ['never', '1000']) {
+    test(`--fsync ${fsync}: every acknowledged put and delete survives kill -9 (replies wait for the write to the kernel)`, { timeout: 30000, skip: SKIP }, async (t) => {
+        const dir = dataDir(t);
+        let srv = await start(t, dir, ['--fsync', fsync]);
+        const c = await client(t, srv);
+        const first = await put(c, 'to be deleted');
+        // Pipelined, so that many replies leave within a few loop turns.
+        const n = 400;
+        const bodies = Array.from({ length: n }, (_, i) => binBody(`j${i}`, 200));
+        await c.send(Buffer.concat([Buffer.from(`delete ${first}\r\n`), ...bodies.map((b) => putCmd(b))]));
+        assert.equal(await c.line(), 'DELETED');
+        const ids = [];
+        for (let i = 0; i < n; i++) {
+            const m = /^INSERTED (\d+)$/.exec(await c.line());
+            assert.ok(m, `put ${i}`);
+            ids.push(Number(m[1]));
+        }
+        process.kill(srv.pid, 'SIGKILL'); // at once: no clean shutdown, no sync
+        await srv.exited;
+        if (srv.cwd) fs.rmSync(srv.cwd, { recursive: true, force: true });
+        srv = await start(t, dir, ['--fsync', fsync]);
+        const d = await client(t, srv);
+        assert.equal(await d.call(`peek ${first}`), 'NOT_FOUND', 'an acknowledged delete stays');
+        for (let i = 0; i < n; i++) await expectBody(d, ids[i], bodies[i]);
+        await srv.stop();
+    });
+}
+
 test('--memory keeps nothing across a restart and writes no files', { timeout: 30000, skip: SKIP }, async (t) => {
     const dir = dataDir(t); // given with -b too: --memory wins
     let srv = await start(t, null, ['--memory', '-b', dir]);

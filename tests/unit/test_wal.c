@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -877,6 +878,55 @@ Test(wal, never_policy_writes_on_the_callers_thread)
     cfg.io = NULL;
     w = open_log(&cfg, &g2);
     cr_assert_eq(g2.n, before, "every record written before the failure is there");
+    wal_close(w);
+}
+
+/* Whether the log's event fd is readable within ms. */
+static bool poked(struct wal *w, int ms)
+{
+    struct pollfd p = {.fd = wal_event_fd(w), .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
+/* fsync=never: a held reply waits for its records' write(2). wal_commit()
+ * says when the caller's thread wrote them; a batch the writer must take
+ * (zeros to write ahead first) pokes the event fd once written if a reply
+ * wants it, and not otherwise. */
+Test(wal, never_policy_tells_when_a_wanted_record_is_written)
+{
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, WAL_FSYNC_NEVER);
+    wait_synced(w, append_jobs(w, 1, 1, 30)); /* the writer opens the segment */
+    usleep(20000);                            /* and goes to sleep */
+    wal_event_ack(w);
+
+    struct rec r = job_rec(2, 30);
+    uint64_t a = wal_append(w, &r, NULL);
+    cr_assert(wal_commit(w, a, false), "written on the caller's thread");
+    cr_assert_eq(wal_synced(w), a);
+    cr_assert_not(poked(w, 0), "nothing to tell");
+
+    /* A batch of 1.5 MiB crosses the zeros written ahead: the writer takes it. */
+    uint64_t b = 0;
+    for (int i = 0; i < 25; i++) {
+        r = job_rec(100 + (uint64_t)i, 64000);
+        b = wal_append(w, &r, NULL);
+    }
+    cr_assert_not(wal_commit(w, b, false), "left to the writer");
+    cr_assert(poked(w, 5000), "poked once written");
+    cr_assert_eq(wal_synced(w), b);
+    wal_event_ack(w);
+
+    /* Nobody waits (a reservation): written, and no poke. */
+    uint64_t c = 0;
+    for (int i = 0; i < 25; i++) {
+        r = job_rec(200 + (uint64_t)i, 64000);
+        c = wal_append(w, &r, NULL);
+    }
+    cr_assert_not(wal_commit(w, 0, false));
+    wait_synced(w, c);
+    cr_assert_eq(wal_synced(w), c);
+    cr_assert_not(poked(w, 50), "no reply waited");
     wal_close(w);
 }
 
