@@ -313,6 +313,15 @@ static void exec(struct conn *c, const struct cmd *cmd)
                        fail);
 }
 
+/* Lets go of the holds the log now covers (up to seq synced). */
+static void drop_covered(struct conn *c, uint64_t synced)
+{
+    while (c->hfirst < c->nholds && c->holds[c->hfirst].seq <= synced)
+        c->hfirst++;
+    if (c->hfirst == c->nholds)
+        c->hfirst = c->nholds = 0;
+}
+
 bool conn_release_held(struct conn *c, uint64_t synced, int err)
 {
     if (c->closed) {
@@ -321,10 +330,7 @@ bool conn_release_held(struct conn *c, uint64_t synced, int err)
     }
     if (err)
         fail_holds(c);
-    while (c->hfirst < c->nholds && c->holds[c->hfirst].seq <= synced)
-        c->hfirst++;
-    if (c->hfirst == c->nholds)
-        c->hfirst = c->nholds = 0;
+    drop_covered(c, synced);
     run(c);
     return c->closed || c->nholds == 0;
 }
@@ -335,11 +341,7 @@ bool conn_release_held(struct conn *c, uint64_t synced, int err)
  * turn. (The server's list of held connections drops c at the turn's end.) */
 static void release_written(struct conn *c)
 {
-    uint64_t covered = server_write_log(c->srv);
-    while (c->hfirst < c->nholds && c->holds[c->hfirst].seq <= covered)
-        c->hfirst++;
-    if (c->hfirst == c->nholds)
-        c->hfirst = c->nholds = 0;
+    drop_covered(c, server_write_log(c->srv));
 }
 
 /* Parses and runs at most one command from the input buffer.

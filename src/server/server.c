@@ -352,6 +352,22 @@ static void release_held(struct server *srv)
     }
 }
 
+/* The newest record a held reply waits for, if not yet handed to the log
+ * (0 otherwise); it counts as handed over from now on. */
+static uint64_t take_want(struct server *srv)
+{
+    if (srv->want <= srv->asked)
+        return 0;
+    return srv->asked = srv->want;
+}
+
+/* Whether held replies may go without a poke from the log: the writer moved
+ * wal_synced() before a want reached it, or the log has failed. */
+static bool release_due(const struct server *srv)
+{
+    return srv->held && (wal_synced(srv->wal) > srv->released || wal_failed(srv->wal));
+}
+
 #define SOLO_SYNCS 4           /* syncs for one connection in a row before syncing inline */
 
 /* Hands the loop turn's records to the log with the newest record a held
@@ -364,9 +380,7 @@ static void commit(struct server *srv)
 {
     if (!srv->wal)
         return;
-    uint64_t want = 0;
-    if (srv->want > srv->asked)
-        want = srv->asked = srv->want;
+    uint64_t want = take_want(srv);
     /* One connection at a time waiting for the log (one worker, a quiet
      * server): it would wait for two thread wake-ups besides the fdatasync,
      * and the loop has nothing else to do meanwhile, so sync here if the
@@ -383,7 +397,7 @@ static void commit(struct server *srv)
      * it: it may then not have poked the eventfd for the replies held. And
      * once the log has failed, replies held since (one showing a job whose
      * record was lost) get their error reply now: no poke will come. */
-    if (synced || wal_synced(srv->wal) > srv->released || (srv->held && wal_failed(srv->wal)))
+    if (synced || release_due(srv))
         release_held(srv);
 }
 
@@ -392,10 +406,7 @@ uint64_t server_write_log(struct server *srv)
     if (!srv->wal || srv->cfg->fsync == CONFIG_FSYNC_ALWAYS)
         return 0;
     if (wal_has_pending(srv->wal)) {
-        uint64_t want = 0;
-        if (srv->want > srv->asked)
-            want = srv->asked = srv->want;
-        wal_commit(srv->wal, want, false);
+        wal_commit(srv->wal, take_want(srv), false);
         page_bodies(srv);
     }
     return wal_failed(srv->wal) ? 0 : wal_synced(srv->wal);
@@ -406,7 +417,7 @@ static bool commit_due(const struct server *srv)
 {
     return srv->wal &&
            (wal_has_pending(srv->wal) || srv->want > srv->asked ||
-            (srv->held && (wal_synced(srv->wal) > srv->released || wal_failed(srv->wal))));
+            release_due(srv));
 }
 
 /* Runs after the callbacks that were already pending when the loop turn's

@@ -119,7 +119,7 @@ uint64_t server_appended(const struct server *srv);
  * go at once. Returns what wal_synced() covers (0 with nothing written, under
  * fsync=always, or once the log has failed). */
 uint64_t server_write_log(struct server *srv);
-/* Marks c as having a reply held until record seq is synced. */
+/* Marks c as having a reply held until the log covers record seq. */
 void server_hold(struct server *srv, struct conn *c, uint64_t seq);
 /* Marks c as having replies held for a sync, or no longer. */
 void server_track_held(struct server *srv, struct conn *c);

@@ -16,14 +16,14 @@
  * which is private. The server appends records as the engine emits them and
  * calls wal_commit() once per loop turn. Under fsync=always that hands the
  * batch to the writer, and the server learns through wal_event_fd() when
- * wal_synced() has moved for a reply it holds: one fdatasync covers every record of a batch, so
- * many puts share one sync. A server with a single connection waiting may
- * instead have an idle writer's job done on its own thread (wal_commit's
- * wait), under the mutex, sparing two thread wake-ups. Under never and MS the server's thread writes the
- * batch itself while the writer sleeps (both under the mutex, so the two
- * never write at once); the writer syncs on the policy's clock and starts
- * segments. Mappings for reading bodies back (wal_body_at) are the server
- * thread's only.
+ * wal_synced() has moved for a reply it holds: one fdatasync covers every
+ * record of a batch, so many puts share one sync. A server with a single
+ * connection waiting may instead have an idle writer's job done on its own
+ * thread (wal_commit's wait), under the mutex, sparing two thread wake-ups.
+ * Under never and MS the server's thread writes the batch itself while the
+ * writer sleeps (both under the mutex, so the two never write at once); the
+ * writer syncs on the policy's clock and starts segments. Mappings for
+ * reading bodies back (wal_body_at) are the server thread's only.
  *
  * Invariants:
  * - Record sequence numbers grow by exactly 1 across the whole log; recovery
