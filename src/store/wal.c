@@ -4,8 +4,10 @@
  * the queue; the writer thread takes the whole queue at once, writes it,
  * fdatasyncs once if a reply waits for it (fsync=always), publishes the last
  * sequence number and pokes an eventfd. Under the other policies the
- * server's thread writes `out` itself while the writer sleeps (write_inline),
- * and the writer only syncs on the policy's clock and starts segments.
+ * server's thread writes `out` itself unless the writer is writing
+ * (write_inline); the writer writes what was queued meanwhile, syncs on the
+ * policy's clock, starts segments and unlinks old ones, and its syncs and
+ * unlinks do not stop the server's writes.
  * Segment numbers fit in 32 bits in jobs' tags: at 10 MiB a segment that is
  * 40 PiB of log, so the wrap is not handled.
  */
@@ -95,6 +97,9 @@ struct wal {
                                     * always, sync at least up to here; under never
                                     * and MS, tell the server once it is written */
     bool idle;                     /* the writer waits on cv */
+    bool writing;                  /* the writer uses fd's end: opens, writes, trims.
+                                    * Under never and MS it syncs and unlinks with
+                                    * this false, so write_inline() can go on. */
     uint64_t *dels;                /* segments to unlink once what precedes them is synced */
     size_t ndels, capdels;
     bool stop;
@@ -109,7 +114,9 @@ struct wal {
     int efd;
 
     /* The writer thread's; the server thread's too in write_inline(), under
-     * mu while the writer is idle. */
+     * mu while the writer is idle (fsync=always) or not writing (never, MS).
+     * dirty, dirty_seq and last_sync_ms change only under mu once writing is
+     * false. */
     int fd;
     uint64_t fd_seg;
     uint64_t fd_pos;               /* bytes of records (and header) in fd: its logical end */
@@ -372,9 +379,12 @@ static int open_segment(struct wal *w, uint64_t num)
 /* Writes, syncs and deletes what one turn of the writer took from the queue.
  * Under fsync=always the batch is synced only if some reply waits for it
  * (want beyond what is synced), or segments are deleted, or the log closes:
- * records nobody waits for (a reserve's) ride along with the next sync. */
+ * records nobody waits for (a reserve's) ride along with the next sync.
+ * Under never and MS what was written is published, and the server poked if
+ * a reply wants it, before the sync; *told becomes what was published, so
+ * that the writer does not poke again for it. */
 static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *dels, size_t ndels,
-                        bool final, uint64_t want)
+                        bool final, uint64_t want, uint64_t *told)
 {
     int rc = 0;
     for (size_t i = 0; i < nq && rc == 0 && !atomic_load(&w->failed); i++) {
@@ -400,20 +410,43 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
         return;
     int64_t pol = w->cfg.fsync;
     uint64_t now = mono_ms();
+    /* Under never and MS the server's thread may write more records while
+     * this one syncs and unlinks (write_inline): a sync covers at least
+     * what was written when it started. */
+    pthread_mutex_lock(&w->mu);
+    if (pol != WAL_FSYNC_ALWAYS) {
+        w->writing = false;
+        /* Written is all a reply waits for here: tell it before the sync. */
+        uint64_t was = atomic_load(&w->synced);
+        if (w->dirty_seq > was) {
+            atomic_store(&w->synced, w->dirty_seq);
+            if (w->want > was)
+                notify(w);
+            /* A reply held from here on sees this itself (wal_commit). */
+            *told = w->dirty_seq;
+        }
+    }
+    uint64_t seq = w->dirty_seq;
     bool sync = w->dirty && w->fd >= 0 &&
                 ((pol == WAL_FSYNC_ALWAYS && want > atomic_load(&w->synced)) || ndels > 0 ||
                  final || (pol > 0 && now - w->last_sync_ms >= (uint64_t)pol));
+    pthread_mutex_unlock(&w->mu);
     if (sync) {
         rc = sync_fd(w, w->fd);
         if (rc < 0) {
             fail(w, -rc);
             return;
         }
-        w->dirty = false;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (sync) {
+        w->dirty = w->dirty_seq != seq;
         w->last_sync_ms = now;
     }
-    if (pol == WAL_FSYNC_ALWAYS ? !w->dirty : true)
+    /* dirty_seq is 0 until this run of the log writes a record. */
+    if ((pol == WAL_FSYNC_ALWAYS ? !w->dirty : true) && w->dirty_seq > atomic_load(&w->synced))
         atomic_store(&w->synced, w->dirty_seq);
+    pthread_mutex_unlock(&w->mu);
     for (size_t i = 0; i < ndels; i++) {
         char path[4096];
         seg_path(w, dels[i], path, sizeof path);
@@ -518,13 +551,15 @@ static void *writer_main(void *arg)
         w->nq = w->capq = 0;
         w->dels = NULL;
         w->ndels = w->capdels = 0;
-        pthread_mutex_unlock(&w->mu);
-
+        w->writing = true;
         uint64_t before = atomic_load(&w->synced);
         int failed_before = atomic_load(&w->failed);
-        write_batch(w, q, nq, dels, ndels, stop, want);
-        maybe_check_space(w);
+        pthread_mutex_unlock(&w->mu);
+
+        write_batch(w, q, nq, dels, ndels, stop, want, &before);
         pthread_mutex_lock(&w->mu);
+        w->writing = false;
+        maybe_check_space(w);
         /* The server waits on the eventfd only for failures and for replies
          * held until a sync (always) or a write (never, MS) covers them.
          * want is read again: a reply may have been held while the batch was
@@ -553,16 +588,19 @@ static void *writer_main(void *arg)
 /* ---- appending ---------------------------------------------------------- */
 
 /* Under fsync=never and MS, a batch for the open segment is written here on
- * the server's thread while the writer sleeps (holding mu, so the writer
- * cannot wake into its own write): a write(2) to the page cache costs less
- * than waking a thread for it. Under fsync=always the same happens for a
- * caller that would rather wait than hand over (wal_commit's wait), and with
- * sync the batch is fdatasync'd here too: no wake-up of the writer and none
- * back. Zeros to write ahead are left to the writer. Returns false if the
- * writer must take the batch. Under mu. */
+ * the server's thread unless the writer is writing (holding mu, so the
+ * writer cannot start a write of its own meanwhile; it may be in an
+ * fdatasync or unlink, which must not hold up a reply that only waits for
+ * the write): a write(2) to the page cache costs less than waking a thread
+ * for it. Under fsync=always the same happens, while the writer sleeps, for
+ * a caller that would rather wait than hand over (wal_commit's wait), and
+ * with sync the batch is fdatasync'd here too: no wake-up of the writer and
+ * none back. Zeros to write ahead are left to the writer. Returns false if
+ * the writer must take the batch. Under mu. */
 static bool write_inline(struct wal *w, bool sync)
 {
-    if ((sync && w->cfg.fsync != WAL_FSYNC_ALWAYS) || !w->idle || w->nq || w->ndels ||
+    bool always = w->cfg.fsync == WAL_FSYNC_ALWAYS;
+    if ((sync && !always) || (always ? !w->idle || w->ndels : w->writing) || w->nq ||
         w->fd < 0 || w->fd_seg != w->out_seg || needs_room(w, w->out.len) ||
         atomic_load(&w->failed))
         return false;
@@ -586,7 +624,7 @@ static bool write_inline(struct wal *w, bool sync)
     }
     /* never and MS: written to the kernel; always: synced, or else (records
      * nobody waits for) synced with the next sync. */
-    if (w->cfg.fsync != WAL_FSYNC_ALWAYS || sync)
+    if ((w->cfg.fsync != WAL_FSYNC_ALWAYS || sync) && w->dirty_seq > atomic_load(&w->synced))
         atomic_store(&w->synced, w->dirty_seq);
     buf_clear(&w->out);
     maybe_check_space(w);

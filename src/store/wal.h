@@ -20,9 +20,11 @@
  * record of a batch, so many puts share one sync. A server with a single
  * connection waiting may instead have an idle writer's job done on its own
  * thread (wal_commit's wait), under the mutex, sparing two thread wake-ups.
- * Under never and MS the server's thread writes the batch itself while the
- * writer sleeps (both under the mutex, so the two never write at once); the
- * writer syncs on the policy's clock and starts segments. Mappings for
+ * Under never and MS the server's thread writes the batch itself unless the
+ * writer is writing (both under the mutex, so the two never write at once);
+ * the writer syncs on the policy's clock, starts segments and unlinks old
+ * ones, and its fdatasyncs and unlinks do not stop the server's writes (a
+ * reply that waits for a write must not wait for a sync). Mappings for
  * reading bodies back (wal_body_at) are the server thread's only.
  *
  * Invariants:
@@ -33,7 +35,8 @@
  * - A job's newest REC_JOB lies in the oldest segment that holds any of its
  *   records: so the oldest segment may be deleted as soon as no live job's
  *   newest snapshot lies in it. Compaction re-snapshots those jobs forward.
- * - wal_synced() never runs ahead of fdatasync(); a failed write or fsync is
+ * - Under fsync=always wal_synced() never runs ahead of fdatasync(); under
+ *   never and MS it never runs ahead of write(2). A failed write or fsync is
  *   sticky (wal_failed()), and nothing after it is ever reported synced.
  * - Segments are cut to their last record and fdatasync'd before the next
  *   one is started, and the directory is fsync'd after a segment is created
