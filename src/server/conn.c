@@ -264,7 +264,14 @@ void conn_deliver(struct conn *c, const struct reply *r)
         return;
     }
     /* A reserve that waited: the job may have been put a moment ago. */
-    put_reply_held(c, r, server_hold_before(c->srv, c->srv->reveal_seq), R_INTERNAL_ERROR);
+    uint64_t seq = server_hold_before(c->srv, c->srv->reveal_seq);
+    if (!seq && r->code == R_RESERVED && server_log_failed(c->srv)) {
+        /* Its JOB record may be one the log refused. */
+        struct reply err = {.code = R_INTERNAL_ERROR};
+        put_reply(c, &err);
+    } else {
+        put_reply_held(c, r, seq, R_INTERNAL_ERROR);
+    }
     c->waiting = false;
     /* We are inside an engine call: resume this connection from the loop. */
     event_active(c->ev_work, EV_TIMEOUT, 0);
@@ -281,6 +288,14 @@ static void quit(struct conn *c, uint64_t now)
     give_back(c->srv, &c->in);
 }
 
+/* Answers op with its error reply code, counted like the engine's errors. */
+static void refuse(struct conn *c, enum op op, enum rcode code)
+{
+    struct reply r = {.code = code};
+    engine_count_error(c->srv->engine, c->s, op, code);
+    put_reply(c, &r);
+}
+
 static void exec(struct conn *c, const struct cmd *cmd)
 {
     struct reply r;
@@ -290,27 +305,34 @@ static void exec(struct conn *c, const struct cmd *cmd)
     enum rcode fail = cmd->op == OP_PUT ? R_OUT_OF_MEMORY : R_INTERNAL_ERROR;
 
     dk_log(DK_LOG_DEBUG, "fd %d: %s", c->fd, bs_op_name(cmd->op));
-    if ((durable && server_log_failed(c->srv)) ||
+    bool promises = durable || reveals_job(cmd->op);
+    if ((promises && server_log_failed(c->srv)) ||
         (cmd->op == OP_PUT && server_low_space(c->srv))) {
-        /* Nothing can be made durable, or the disk keeps its last space for
-         * deletes: refuse rather than change memory only. */
-        r = (struct reply){.code = fail};
-        engine_count_error(c->srv->engine, c->s, cmd->op, fail);
-        put_reply(c, &r);
+        /* Nothing can be made durable, a job shown may be one whose record
+         * the log lost, or the disk keeps its last space for deletes:
+         * refuse rather than change memory only. */
+        refuse(c, cmd->op, fail);
         return;
     }
     uint64_t before = server_appended(c->srv);
     uint64_t reveal = c->srv->reveal_seq;
     engine_exec(c->srv->engine, c->s, cmd, now, &r);
-    if (r.code == R_NONE)
+    if (r.code == R_NONE) {
         c->waiting = true;
-    else if (r.code == R_CLOSE)
+    } else if (r.code == R_CLOSE) {
         quit(c, now);
-    else
-        put_reply_held(c, &r,
-                       durable ? server_hold_seq(c->srv, before)
-                       : reveals_job(cmd->op) ? server_hold_before(c->srv, reveal) : 0,
-                       fail);
+    } else {
+        uint64_t seq = durable ? server_hold_seq(c->srv, before)
+                       : reveals_job(cmd->op) ? server_hold_before(c->srv, reveal) : 0;
+        /* The log failed during the command: it refused the command's record
+         * (then nothing was appended to wait for) or the writer failed
+         * meanwhile. A held reply gets its error when the failure is seen;
+         * one with nothing to wait for gets it now. */
+        if (!seq && promises && server_log_failed(c->srv))
+            refuse(c, cmd->op, fail);
+        else
+            put_reply_held(c, &r, seq, fail);
+    }
 }
 
 /* Lets go of the holds the log now covers (up to seq synced). */

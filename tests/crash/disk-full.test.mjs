@@ -95,3 +95,60 @@ test('a full disk refuses puts, keeps deletes working, recovers by itself and lo
         d.close();
         await srv.stop();
     });
+
+/** Writes a file of zeros into dir until the disk has no byte left. */
+function fillDisk(dir) {
+    const fd = fs.openSync(path.join(dir, 'hog'), 'w');
+    const chunk = Buffer.alloc(4096);
+    try {
+        for (;;) fs.writeSync(fd, chunk);
+    } catch (e) {
+        if (e.code !== 'ENOSPC') throw e;
+    } finally {
+        fs.closeSync(fd);
+    }
+}
+
+test('once the log has failed, nothing durable or showing a job is answered as a success',
+    { skip: skipReason(), timeout: 60000 }, async (t) => {
+        const disk = smallDisk(t);
+        const dir = path.join(disk, 'data');
+        const srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
+        t.after(async () => { if (srv.alive) await srv.stop(); });
+        const c = await Client.connect(srv.port);
+        const jobs = 3000;
+        for (let i = 0; i < jobs; i++) assert.match(await tryPut(c, Buffer.from(`j${i}`)), /^INSERTED \d+$/);
+
+        // Nothing left on the disk. Each reserve appends a RESERVE record
+        // until the segment is full and the next one cannot be written. A
+        // reply that showed a job after that could show one whose record
+        // the log never took (here the jobs are all on disk, but docketd
+        // cannot tell): from the failure on, reserves are refused.
+        fillDisk(disk);
+        let last = null;
+        let reserved = 0;
+        for (; reserved < jobs; reserved++) {
+            last = (await c.cmd('reserve-with-timeout 0')).line;
+            if (!last.startsWith('RESERVED ')) break;
+        }
+        assert.ok(reserved < jobs, 'the log failed before every job was reserved');
+        assert.equal(last, 'INTERNAL_ERROR', `reply ${reserved}`);
+        for (let i = 0; i < 100 && !/write-ahead log failed/.test(srv.stderr); i++) await sleep(20);
+        assert.match(srv.stderr, /write-ahead log failed/);
+
+        // Refused before they run: a refused reserve leaves no job reserved.
+        const reservedNow = async () => Number((await c.yaml('stats')).get('current-jobs-reserved'));
+        const before = await reservedNow();
+        for (let i = 0; i < 3; i++) assert.equal(await c.call('reserve-with-timeout 0'), 'INTERNAL_ERROR');
+        assert.equal(await reservedNow(), before, 'refused reserves took no job');
+        assert.equal(await c.call('peek-ready'), 'INTERNAL_ERROR');
+        assert.equal(await c.call('peek 1'), 'INTERNAL_ERROR');
+        assert.equal(await c.call('stats-job 1'), 'INTERNAL_ERROR');
+        assert.equal(await c.call('delete 1'), 'INTERNAL_ERROR');
+        assert.equal(await tryPut(c, Buffer.from('late')), 'OUT_OF_MEMORY');
+        // What promises nothing still answers.
+        const st = await c.yaml('stats');
+        assert.equal(Number(st.get('current-jobs-ready')) + Number(st.get('current-jobs-reserved')), jobs);
+        c.close();
+        await srv.stop();
+    });
