@@ -381,10 +381,10 @@ static int open_segment(struct wal *w, uint64_t num)
  * (want beyond what is synced), or segments are deleted, or the log closes:
  * records nobody waits for (a reserve's) ride along with the next sync.
  * Under never and MS what was written is published, and the server poked if
- * a reply wants it, before the sync; *told becomes what was published, so
- * that the writer does not poke again for it. */
+ * a reply wants it, before the sync: the only publish of the writer's under
+ * these policies. */
 static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *dels, size_t ndels,
-                        bool final, uint64_t want, uint64_t *told)
+                        bool final, uint64_t want)
 {
     int rc = 0;
     for (size_t i = 0; i < nq && rc == 0 && !atomic_load(&w->failed); i++) {
@@ -420,10 +420,9 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
         uint64_t was = atomic_load(&w->synced);
         if (w->dirty_seq > was) {
             atomic_store(&w->synced, w->dirty_seq);
+            /* A reply held from here on sees this itself (wal_commit). */
             if (w->want > was)
                 notify(w);
-            /* A reply held from here on sees this itself (wal_commit). */
-            *told = w->dirty_seq;
         }
     }
     uint64_t seq = w->dirty_seq;
@@ -443,8 +442,11 @@ static void write_batch(struct wal *w, struct chunk *q, size_t nq, uint64_t *del
         w->dirty = w->dirty_seq != seq;
         w->last_sync_ms = now;
     }
-    /* dirty_seq is 0 until this run of the log writes a record. */
-    if ((pol == WAL_FSYNC_ALWAYS ? !w->dirty : true) && w->dirty_seq > atomic_load(&w->synced))
+    /* fsync=always: synced. (Under never and MS all the writer wrote was
+     * published above, and since then only write_inline() has written, which
+     * publishes itself.) dirty_seq is 0 until this run of the log writes a
+     * record. */
+    if (pol == WAL_FSYNC_ALWAYS && !w->dirty && w->dirty_seq > atomic_load(&w->synced))
         atomic_store(&w->synced, w->dirty_seq);
     pthread_mutex_unlock(&w->mu);
     for (size_t i = 0; i < ndels; i++) {
@@ -556,18 +558,18 @@ static void *writer_main(void *arg)
         int failed_before = atomic_load(&w->failed);
         pthread_mutex_unlock(&w->mu);
 
-        write_batch(w, q, nq, dels, ndels, stop, want, &before);
+        write_batch(w, q, nq, dels, ndels, stop, want);
         pthread_mutex_lock(&w->mu);
         w->writing = false;
         maybe_check_space(w);
         /* The server waits on the eventfd only for failures and for replies
          * held until a sync (always) or a write (never, MS) covers them.
-         * want is read again: a reply may have been held while the batch was
-         * written (one that shows a job put earlier). A want handed over
-         * after this sees the new wal_synced() itself (wal_commit). */
+         * Under never and MS write_batch() poked for its write already, if
+         * a reply wanted it; synced may have moved since only by the
+         * server's own writes (write_inline), which need no poke. */
         uint64_t after = atomic_load(&w->synced);
         if (atomic_load(&w->failed) != failed_before ||
-            (after != before && (w->cfg.fsync == WAL_FSYNC_ALWAYS || w->want > before)))
+            (w->cfg.fsync == WAL_FSYNC_ALWAYS && after != before))
             notify(w);
         for (size_t i = 0; i < nq; i++)
             recycle(w, &q[i].data);

@@ -566,6 +566,7 @@ Test(wal, an_incomplete_last_segment_header_is_removed)
 /* ---- injected faults ---------------------------------------------------- */
 
 static atomic_int WRITES, SYNCS, FAIL_WRITE_AT, FAIL_SYNC_AT, FAIL_ERRNO, SHORT_WRITE;
+static atomic_int SYNC_DELAY_US; /* fdatasyncs off MAIN take this much longer */
 
 /* Which thread wrote and synced last: 1 the test's own (MAIN), 0 another
  * (the writer). FAIL_SYNC_ON_MAIN fails fdatasyncs made on MAIN only. */
@@ -595,6 +596,8 @@ static int fake_fdatasync(int fd)
         errno = EIO;
         return -1;
     }
+    if (!on_main && SYNC_DELAY_US)
+        usleep((useconds_t)SYNC_DELAY_US);
     int k = ++SYNCS;
     if (k == FAIL_SYNC_AT) {
         errno = FAIL_ERRNO;
@@ -619,7 +622,7 @@ static const struct wal_io fake_io = {.write = fake_write, .fdatasync = fake_fda
 
 static void reset_faults(void)
 {
-    WRITES = SYNCS = FAIL_WRITE_AT = FAIL_SYNC_AT = SHORT_WRITE = 0;
+    WRITES = SYNCS = FAIL_WRITE_AT = FAIL_SYNC_AT = SHORT_WRITE = SYNC_DELAY_US = 0;
     PWRITES = FAIL_PWRITE_AT = 0;
     FAIL_ERRNO = EIO;
 }
@@ -939,6 +942,31 @@ Test(wal, never_policy_tells_when_a_wanted_record_is_written)
     wait_synced(w, c);
     cr_assert_eq(wal_synced(w), c);
     cr_assert_not(poked(w, 50), "no reply waited");
+    wal_close(w);
+}
+
+/* fsync=MS: a wanted record that the caller's thread writes while the
+ * writer is inside its interval's fdatasync is the caller's to tell (its
+ * wal_commit() says so); the writer, when its sync ends, must not poke for
+ * it. (It did: it poked whenever wal_synced() had moved during its turn.) */
+Test(wal, ms_policy_pokes_only_for_the_writers_own_writes)
+{
+    struct wal_config cfg;
+    struct wal *w = start_counted(&cfg, 20);
+    wait_synced(w, append_jobs(w, 1, 1, 30));
+    SYNC_DELAY_US = 300000;
+    usleep(60000); /* the writer is in its interval's (slow) sync */
+    pokes(w);
+
+    struct rec r = job_rec(2, 30);
+    uint64_t b = wal_append(w, &r, NULL);
+    bool mine = wal_commit(w, b, false);
+    if (mine)
+        cr_assert_eq(wal_synced(w), b);
+    usleep(500000); /* the sync ends, the writer's turn with it */
+    cr_assert_geq(wal_synced(w), b);
+    cr_assert_eq(pokes(w), mine ? 0 : 1, "a poke only for what the writer wrote");
+    SYNC_DELAY_US = 0;
     wal_close(w);
 }
 
