@@ -15,7 +15,9 @@
 #
 # Prints three tables: throughput with ratios to base, latency p50 / p99 and
 # latency p99.9 / max; the spread of repeated rows; then memory per queued
-# job; then any failed checks.
+# job; then the targets of the issue "Benchmark against beanstalkd and
+# Redis" that this run's cells give (servers named as in bench/run.sh);
+# then any failed checks.
 # A table without rows is left out. Exits 0.
 
 function kv(    i, n) {
@@ -218,10 +220,55 @@ END {
         if (nskip)
             print "\n(-: not run for this workload; see skip() in bench/run.sh)"
     }
+    targets()
     if (fails != "") {
         print ""
         print "Failed checks:" fails
     }
+}
+
+# One target: server s's value of name in row key against server o's, where
+# the ratio s/o must be at least need (or, with most, at most need). Left out
+# if either cell is missing; a failed check in either case marks it.
+function target(label, s, o, key, name, need, most, fmt,    a, b, r, met, ok, kc) {
+    if (!((s SUBSEP key SUBSEP name) in val) || !((o SUBSEP key SUBSEP name) in val))
+        return
+    a = val[s, key, name] + 0
+    b = val[o, key, name] + 0
+    if (b <= 0)
+        return
+    r = a / b
+    ok = most ? r <= need : r >= need
+    kc = key
+    sub(/\/.*/, "", kc)
+    met = (bad[s SUBSEP kc] || bad[o SUBSEP kc]) ? "check failed" : ok ? "yes" : "no"
+    if (!ntargets++) {
+        print ""
+        print "Targets: the issue's ratios, from the cells above (median rounds):"
+        print ""
+        print "| target | docketd | against | ratio | met |"
+        print "|---|---:|---:|---:|---|"
+    }
+    printf "| %s | %s | %s | %.2fx | %s |\n", label, tcell(a, fmt), tcell(b, fmt), r, met
+}
+
+# A target's value: jobs/s, or with fmt "ms" microseconds shown in ms, or
+# with "b" bytes.
+function tcell(v, fmt) {
+    return fmt == "ms" ? ms(v) " ms" : fmt == "b" ? sprintf("%.0f B", v) : rate_fmt(v)
+}
+
+function targets() {
+    target("fsync=always, put x4 >= 3x beanstalkd -f 0", "docketd-always", "beanstalkd-f0", "put/put", "jobs_per_s", 3, 0)
+    target("fsync=always, mixed 16 pipelined >= 2x beanstalkd in memory", "docketd-always", "beanstalkd-mem", "mixed16/mixed", "jobs_per_s", 2, 0)
+    target("fsync=always, mixed 16 pipelined >= 1.5x redis appendfsync always", "docketd-always", "redis-always", "mixed16/mixed", "jobs_per_s", 1.5, 0)
+    target("fsync=never, put x4 >= 1.2x beanstalkd in memory", "docketd-never", "beanstalkd-mem", "put/put", "jobs_per_s", 1.2, 0)
+    target("fsync=never, mixed 16 pipelined >= redis in memory", "docketd-never", "redis-none", "mixed16/mixed", "jobs_per_s", 1, 0)
+    target("rtt p99 <= beanstalkd in memory (fsync=never)", "docketd-never", "beanstalkd-mem", "rtt/rtt", "p99_us", 1, 1, "ms")
+    target("rtt p99 <= beanstalkd in memory (--memory)", "docketd-memory", "beanstalkd-mem", "rtt/rtt", "p99_us", 1, 1, "ms")
+    target("16 KiB bodies >= 1.5x beanstalkd in memory (fsync=never)", "docketd-never", "beanstalkd-mem", "big/mixed", "jobs_per_s", 1.5, 0)
+    target("16 KiB bodies >= 1.5x beanstalkd in memory (--memory)", "docketd-memory", "beanstalkd-mem", "big/mixed", "jobs_per_s", 1.5, 0)
+    target("memory per queued 100-byte job <= 0.5x beanstalkd (fsync=always)", "docketd-always", "beanstalkd-mem", "mem/rss", "bytes_per_job", 0.5, 1, "b")
 }
 
 function timed_tables(    i) {

@@ -179,4 +179,22 @@ describe('bench/table.awk (the tables of make bench)', () => {
         const once = await table(line('a', 1, 9000, 150) + check('a', 1, 'ok'), 'a', 'a');
         assert.ok(!once.includes('Spread'), once);
     });
+
+    it('the Targets table gives each target its ratio from the cells, met or not, and leaves out what did not run', T, async () => {
+        const put = (s, rate) => `server=${s} case=put round=1 result phase=put jobs=1 jobs_per_s=${rate} p50_us=50 p99_us=90 p999_us=100 max_us=200\n` +
+            `server=${s} case=put round=1 check acked=1 consumed=1 status=ok\n`;
+        const res = put('docketd-never', 12500) + put('beanstalkd-mem', 10000) +
+            line('docketd-never', 1, 5000, 300) + check('docketd-never', 1, 'ok') +
+            line('docketd-memory', 1, 5000, 200) + check('docketd-memory', 1, 'FAIL') +
+            line('beanstalkd-mem', 1, 5000, 250) + check('beanstalkd-mem', 1, 'ok');
+        const out = await table(res, 'docketd-never docketd-memory beanstalkd-mem', 'beanstalkd-mem');
+        const rows = out.split('Targets')[1].split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| target'));
+        assert.deepEqual(rows, [
+            '| fsync=never, put x4 >= 1.2x beanstalkd in memory | 12.5k | 10.0k | 1.25x | yes |',
+            '| rtt p99 <= beanstalkd in memory (fsync=never) | 0.300 ms | 0.250 ms | 1.20x | no |',
+            '| rtt p99 <= beanstalkd in memory (--memory) | 0.200 ms | 0.250 ms | 0.80x | check failed |',
+        ]);
+        const none = await table(line('a', 1, 9000, 150) + check('a', 1, 'ok'), 'a', 'a');
+        assert.ok(!none.includes('Targets'), none);
+    });
 });
