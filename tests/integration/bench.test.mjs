@@ -186,13 +186,15 @@ describe('bench/table.awk (the tables of make bench)', () => {
         const res = put('docketd-never', 12500) + put('beanstalkd-mem', 10000) +
             line('docketd-never', 1, 5000, 300) + check('docketd-never', 1, 'ok') +
             line('docketd-memory', 1, 5000, 200) + check('docketd-memory', 1, 'FAIL') +
-            line('beanstalkd-mem', 1, 5000, 250) + check('beanstalkd-mem', 1, 'ok');
+            line('beanstalkd-mem', 1, 5000, 250) + check('beanstalkd-mem', 1, 'ok') +
+            line('docketd-never', 1, 2000, 400).replace('case=rtt', 'case=scale');
         const out = await table(res, 'docketd-never docketd-memory beanstalkd-mem', 'beanstalkd-mem');
         const rows = out.split('Targets')[1].split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| target'));
         assert.deepEqual(rows, [
             '| fsync=never, put x4 >= 1.2x beanstalkd in memory | 12.5k | 10.0k | 1.25x | yes |',
             '| rtt p99 <= beanstalkd in memory (fsync=never) | 0.300 ms | 0.250 ms | 1.20x | no |',
             '| rtt p99 <= beanstalkd in memory (--memory) | 0.200 ms | 0.250 ms | 0.80x | check failed |',
+            '| O(log n): rtt beside the delayed jobs in 10k tubes >= 0.5x rtt alone (fsync=never) | 2000 | 5000 | 0.40x | no |',
         ]);
         const none = await table(line('a', 1, 9000, 150) + check('a', 1, 'ok'), 'a', 'a');
         assert.ok(!none.includes('Targets'), none);
