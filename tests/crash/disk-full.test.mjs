@@ -31,6 +31,19 @@ function smallDisk(t) {
     return dir;
 }
 
+/** docketd with 64 KiB segments on a fresh 1 MiB tmpfs, and a client to it.
+ * s.start() starts it again on the same log; whichever s.srv is current when
+ * the test ends is stopped. */
+async function onSmallDisk(t) {
+    const s = { disk: smallDisk(t) };
+    s.dir = path.join(s.disk, 'data');
+    s.start = async () => { s.srv = await startServer({ args: ['-b', s.dir, '-s', '65536'] }); };
+    await s.start();
+    t.after(async () => { if (s.srv.alive) await s.srv.stop(); });
+    s.c = await Client.connect(s.srv.port);
+    return s;
+}
+
 const body = (id) => Buffer.concat([Buffer.from(`job ${id} `), Buffer.alloc(1000, id % 251)]);
 
 async function tryPut(c, b) {
@@ -40,11 +53,8 @@ async function tryPut(c, b) {
 
 test('a full disk refuses puts, keeps deletes working, recovers by itself and loses nothing',
     { skip: skipReason(), timeout: 60000 }, async (t) => {
-        const disk = smallDisk(t);
-        const dir = path.join(disk, 'data');
-        let srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
-        t.after(async () => { if (srv.alive) await srv.stop(); });
-        const c = await Client.connect(srv.port);
+        const s = await onSmallDisk(t);
+        const { c } = s;
 
         // Fill the disk: every INSERTED is a promise; the first refusal ends it.
         const acked = new Map();
@@ -59,7 +69,7 @@ test('a full disk refuses puts, keeps deletes working, recovers by itself and lo
         assert.equal(refused, 'OUT_OF_MEMORY', 'a full disk refuses new jobs the way beanstalkd clients expect');
         assert.ok(acked.size > 100, `only ${acked.size} puts before the disk filled`);
         assert.equal(await tryPut(c, body(9999)), 'OUT_OF_MEMORY', 'still refused');
-        assert.match(srv.stderr, /disk free: refusing new jobs/);
+        assert.match(s.srv.stderr, /disk free: refusing new jobs/);
 
         // Deletes still work, and are acknowledged.
         const ids = [...acked.keys()];
@@ -81,11 +91,11 @@ test('a full disk refuses puts, keeps deletes working, recovers by itself and lo
         c.close();
 
         // A crash now loses nothing acknowledged and brings back no deleted job.
-        process.kill(srv.pid, 'SIGKILL');
-        await srv.exited;
-        if (srv.cwd) fs.rmSync(srv.cwd, { recursive: true, force: true });
-        srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
-        const d = await Client.connect(srv.port);
+        process.kill(s.srv.pid, 'SIGKILL');
+        await s.srv.exited;
+        if (s.srv.cwd) fs.rmSync(s.srv.cwd, { recursive: true, force: true });
+        await s.start();
+        const d = await Client.connect(s.srv.port);
         for (const [id, b] of acked) {
             const r = await d.cmd(`peek ${id}`);
             assert.equal(r.line, `FOUND ${id} ${b.length}`, `acknowledged job ${id}`);
@@ -93,7 +103,7 @@ test('a full disk refuses puts, keeps deletes working, recovers by itself and lo
         }
         for (const id of deleted) assert.equal(await d.call(`peek ${id}`), 'NOT_FOUND', `deleted job ${id}`);
         d.close();
-        await srv.stop();
+        await s.srv.stop();
     });
 
 /** Writes a file of zeros into dir until the disk has no byte left. */
@@ -111,11 +121,7 @@ function fillDisk(dir) {
 
 test('once the log has failed, nothing durable or showing a job is answered as a success',
     { skip: skipReason(), timeout: 60000 }, async (t) => {
-        const disk = smallDisk(t);
-        const dir = path.join(disk, 'data');
-        const srv = await startServer({ args: ['-b', dir, '-s', '65536'] });
-        t.after(async () => { if (srv.alive) await srv.stop(); });
-        const c = await Client.connect(srv.port);
+        const { disk, srv, c } = await onSmallDisk(t);
         const jobs = 3000;
         for (let i = 0; i < jobs; i++) assert.match(await tryPut(c, Buffer.from(`j${i}`)), /^INSERTED \d+$/);
 
