@@ -332,7 +332,9 @@ static void release_held(struct server *srv)
 
     int err = wal_failed(srv->wal);
     if (err && !reported) {
-        dk_log(DK_LOG_ERROR, "write-ahead log failed: %s; refusing writes and replies that show a job until restart",
+        dk_log(DK_LOG_ERROR,
+               "write-ahead log failed: %s; refusing writes and replies that show a job "
+               "until restart",
                strerror(err));
         reported = true;
     }
