@@ -196,6 +196,23 @@ static void put_reply_held(struct conn *c, const struct reply *r, uint64_t seq, 
     server_hold(c->srv, c, seq);
 }
 
+/* put_reply_held() for a reply that promises durability or shows a job. Once
+ * the log has failed, such a reply with nothing to wait for (the log refused
+ * its record, or the job shown may be one whose record it lost) gets its
+ * error reply fail instead; one that waits gets it when the failure is seen
+ * (fail_holds). Returns false if it gave fail. */
+static bool put_reply_promised(struct conn *c, const struct reply *r, uint64_t seq,
+                               enum rcode fail)
+{
+    if (!seq && server_log_failed(c->srv)) {
+        struct reply err = {.code = fail};
+        put_reply(c, &err);
+        return false;
+    }
+    put_reply_held(c, r, seq, fail);
+    return true;
+}
+
 /* The log failed: every held reply becomes its error reply; the replies
  * between them, which promised nothing, stay. */
 static void fail_holds(struct conn *c)
@@ -265,13 +282,10 @@ void conn_deliver(struct conn *c, const struct reply *r)
     }
     /* A reserve that waited: the job may have been put a moment ago. */
     uint64_t seq = server_hold_before(c->srv, c->srv->reveal_seq);
-    if (!seq && r->code == R_RESERVED && server_log_failed(c->srv)) {
-        /* Its JOB record may be one the log refused. */
-        struct reply err = {.code = R_INTERNAL_ERROR};
-        put_reply(c, &err);
-    } else {
+    if (r->code == R_RESERVED)
+        put_reply_promised(c, r, seq, R_INTERNAL_ERROR);
+    else
         put_reply_held(c, r, seq, R_INTERNAL_ERROR);
-    }
     c->waiting = false;
     /* We are inside an engine call: resume this connection from the loop. */
     event_active(c->ev_work, EV_TIMEOUT, 0);
@@ -321,17 +335,15 @@ static void exec(struct conn *c, const struct cmd *cmd)
         c->waiting = true;
     } else if (r.code == R_CLOSE) {
         quit(c, now);
+    } else if (!promises) {
+        put_reply(c, &r);
     } else {
+        /* The log may have failed during the command: refused the command's
+         * record, or the writer failed meanwhile. */
         uint64_t seq = durable ? server_hold_seq(c->srv, before)
-                       : reveals_job(cmd->op) ? server_hold_before(c->srv, reveal) : 0;
-        /* The log failed during the command: it refused the command's record
-         * (then nothing was appended to wait for) or the writer failed
-         * meanwhile. A held reply gets its error when the failure is seen;
-         * one with nothing to wait for gets it now. */
-        if (!seq && promises && server_log_failed(c->srv))
-            refuse(c, cmd->op, fail);
-        else
-            put_reply_held(c, &r, seq, fail);
+                               : server_hold_before(c->srv, reveal);
+        if (!put_reply_promised(c, &r, seq, fail))
+            engine_count_error(c->srv->engine, c->s, cmd->op, fail);
     }
 }
 
